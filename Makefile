@@ -1,0 +1,36 @@
+# Two entry points: `make demo` (set up, run the quickstart) and `make test` (set up, run the tests).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: setup demo test lint docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/hydraopt run examples/quickstart.toml
+
+test: setup
+	$(BIN)/ruff check hydraopt plugins simulators tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check hydraopt plugins simulators tests benchmarks
+	$(BIN)/ruff format --check hydraopt plugins simulators tests benchmarks
+
+docs: setup
+	$(BIN)/python -m hydraopt.docgen docs/pipeline-toml.md
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,133 @@
+"""The ``hydraopt`` command line.
+
+User mistakes (:class:`~hydraopt.errors.HydraoptError`) print ``error: ...`` and exit with
+status 2, without a traceback. This module imports nothing heavy at start-up: ``--help`` and
+``validate`` never load torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hydraopt import __version__
+from hydraopt.errors import ConfigError, HydraoptError
+
+USER_ERROR_EXIT = 2
+
+
+def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn HydraoptError into a clean message and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(USER_ERROR_EXIT)
+        except HydraoptError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(USER_ERROR_EXIT)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hydraopt")
+def main() -> None:
+    """Simulation-coupled optimisation of patient-specific injectable cardiac hydrogels."""
+
+
+def _load(pipeline_file: Path):
+    from hydraopt.config import load_pipeline
+    from hydraopt.pipeline import sections_without_stage
+    from hydraopt.registry import PluginRegistry
+
+    registry = PluginRegistry.discover()
+    pipeline = load_pipeline(pipeline_file, registry)
+    for section in sections_without_stage(pipeline.config):
+        click.echo(
+            f"warning: {pipeline_file}: [{section}] is valid, but no stage of hydraopt "
+            f"{__version__} runs it yet; it is ignored",
+            err=True,
+        )
+    return pipeline, registry
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(path_type=Path))
+@_user_errors
+def validate(pipeline_file: Path) -> None:
+    """Check PIPELINE_FILE (schema, files, plugins and their settings) without running it."""
+    from hydraopt.pipeline import enabled_stages
+
+    pipeline, _ = _load(pipeline_file)
+    stages = ", ".join(s.name for s in enabled_stages(pipeline.config))
+    click.echo(f"{pipeline_file}: valid; stages: {stages}; run directory: {pipeline.run_dir}")
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(path_type=Path))
+@click.option("--from", "from_stage", metavar="STAGE", help="Redo STAGE and every stage after it.")
+@click.option("--force", is_flag=True, help="Redo every stage, even those already complete.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and the run directory.")
+@_user_errors
+def run(pipeline_file: Path, from_stage: str | None, force: bool, quiet: bool) -> None:
+    """Run the stages of PIPELINE_FILE; finished stages with unchanged inputs are skipped."""
+    from hydraopt.pipeline import run_pipeline
+    from hydraopt.progress import Reporter
+
+    pipeline, registry = _load(pipeline_file)
+    summary = run_pipeline(pipeline, registry, Reporter(quiet=quiet), from_stage, force)
+    if not quiet:
+        click.echo(
+            f"ran: {', '.join(summary.ran) or 'nothing'}; "
+            f"skipped: {', '.join(summary.skipped) or 'nothing'}",
+            err=True,
+        )
+    click.echo(str(summary.run_dir))
+
+
+@main.command()
+@click.option(
+    "--kind",
+    type=click.Choice(["simulator", "encoder", "surrogate", "policy", "filter", "generator"]),
+    help="Only this kind.",
+)
+@click.option("--settings", "show_settings", is_flag=True, help="Also list each plugin's settings.")
+@_user_errors
+def plugins(kind: str | None, show_settings: bool) -> None:
+    """List every plugin found: kind, name, description, package and version."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hydraopt.registry import PluginRegistry
+
+    registry = PluginRegistry.discover()
+    table = Table(show_lines=show_settings)
+    for column in ("kind", "name", "description", "package", "version"):
+        table.add_column(column)
+    for plugin in registry:
+        if kind and plugin.kind != kind:
+            continue
+        description = plugin.description
+        if show_settings:
+            description += "".join(
+                f"\n  {name} = {field.default!r}: {field.description or ''}"
+                for name, field in plugin.registration.settings.model_fields.items()
+            )
+        table.add_row(plugin.kind, plugin.name, description, plugin.package, plugin.version)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    for broken in registry.broken:
+        click.echo(
+            f"warning: {broken.entry_point} from {broken.package} failed to load: {broken.error}",
+            err=True,
+        )

@@ -1,0 +1,432 @@
+"""pipeline.toml: the schema, loading, and errors that point at the file, line and key.
+
+Every section is a pydantic model that forbids unknown keys. Sections that name a plugin
+(``{ plugin = "sobol", ...settings }``) are checked in a second pass against the plugin's own
+settings model, so one ``hydraopt validate`` reports every problem with its location.
+Relative paths in the file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hydraopt.domain.design import COVERAGE_PATTERNS, DEFAULT_PARAMETERS
+from hydraopt.errors import ConfigError, HydraoptError
+from hydraopt.toml_lines import key_lines, line_of
+
+# Spelled out for the schema; a test keeps it equal to COVERAGE_PATTERNS.
+CoveragePattern = Literal["scar_only", "scar_bz25", "scar_bz50", "scar_bz100"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudyConfig(Section):
+    """What the study is called, its master seed, and where its runs go."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Study name; the run directory is OUTPUT_DIR/NAME.",
+    )
+    seed: int = Field(0, ge=0, description="Master seed; every random draw derives from it.")
+    output_dir: str = Field(
+        "runs", description="Folder holding run directories, relative to the pipeline file."
+    )
+
+
+class CohortConfig(Section):
+    """The patients: a CSV file, or a synthetic cohort drawn from published statistics."""
+
+    source: Literal["synthetic", "csv"] = Field(
+        "synthetic", description="'synthetic' draws patients; 'csv' reads PATH."
+    )
+    n_patients: int | None = Field(None, ge=1, description="Synthetic cohorts: number of patients.")
+    chronic_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Synthetic cohorts: share of chronic HFrEF patients (the rest subacute STEMI).",
+    )
+    path: str | None = Field(
+        None, description="CSV cohorts: file with patient_id and the 11 feature columns."
+    )
+
+    @model_validator(mode="after")
+    def _source_needs_its_keys(self) -> CohortConfig:
+        if self.source == "csv" and self.path is None:
+            raise ValueError("source = 'csv' needs path = 'cohort.csv'")
+        if self.source == "synthetic" and self.n_patients is None:
+            raise ValueError("source = 'synthetic' needs n_patients")
+        return self
+
+
+class PolymersConfig(Section):
+    """The polymer library the design may choose from."""
+
+    library: str | None = Field(
+        None, description="Polymer library CSV; the bundled 24 cardiac hydrogels when omitted."
+    )
+    include: list[str] | None = Field(
+        None, min_length=1, description="Restrict the design to these polymer names."
+    )
+
+
+class RangeConfig(Section):
+    """Bounds of one continuous design parameter and the scale it is sampled on."""
+
+    min: float = Field(description="Lower bound, in the parameter's unit.")
+    max: float = Field(description="Upper bound; must exceed min.")
+    scale: Literal["linear", "log"] = Field(
+        description="Sampling scale; 'log' (needs min > 0) spreads designs evenly per decade."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeConfig:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min:g}) must be smaller than max ({self.max:g})")
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"a log scale needs min > 0, got {self.min:g}")
+        return self
+
+
+def _default_range(name: str) -> RangeConfig:
+    parameter = next(p for p in DEFAULT_PARAMETERS if p.name == name)
+    return RangeConfig(min=parameter.low, max=parameter.high, scale=parameter.scale)
+
+
+class DesignSpaceConfig(Section):
+    """Coverage patterns allowed and bounds of the continuous parameters."""
+
+    coverage_patterns: list[CoveragePattern] = Field(
+        default_factory=lambda: list(COVERAGE_PATTERNS),
+        min_length=1,
+        description="Allowed coverage patterns (scar only; scar plus 25, 50 or 100% of the BZ).",
+    )
+    stiffness_kpa: RangeConfig = Field(
+        default_factory=lambda: _default_range("stiffness_kpa"),
+        description="Hydrogel elastic modulus E, kPa.",
+    )
+    t50_days: RangeConfig = Field(
+        default_factory=lambda: _default_range("t50_days"),
+        description="Degradation half-life t50, days.",
+    )
+    conductivity_s_per_m: RangeConfig = Field(
+        default_factory=lambda: _default_range("conductivity_s_per_m"),
+        description="Hydrogel electrical conductivity, S/m.",
+    )
+    thickness_mm: RangeConfig = Field(
+        default_factory=lambda: _default_range("thickness_mm"),
+        description="Injected patch thickness, mm.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_patterns(self) -> DesignSpaceConfig:
+        if len(set(self.coverage_patterns)) != len(self.coverage_patterns):
+            raise ValueError("coverage_patterns lists a pattern twice")
+        return self
+
+
+class PluginChoice(BaseModel):
+    """A plugin by name plus its settings, e.g. ``{ plugin = "sobol", scramble = true }``.
+
+    Keys other than ``plugin`` are the plugin's settings, checked by its own settings model.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    plugin: str = Field(description="Name of the plugin (see `hydraopt plugins`).")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DatasetConfig(Section):
+    """The training dataset's design plan: designs sampled per patient (stage `designs`)."""
+
+    designs_per_patient: int = Field(ge=1, description="Designs sampled for each patient.")
+    generator: PluginChoice = Field(
+        default_factory=lambda: PluginChoice(plugin="sobol"),
+        description="Generator plugin that samples the designs.",
+    )
+
+
+class ScreenConfig(Section):
+    """Stage 3: candidates per patient, batched scoring and the ordered filter chain."""
+
+    candidates_per_patient: int = Field(ge=1, description="Candidates generated per patient.")
+    batch_size: int = Field(65536, ge=1, description="Candidates scored per batch.")
+    generator: PluginChoice = Field(
+        default_factory=lambda: PluginChoice(plugin="sobol"),
+        description="Generator plugin for the candidates.",
+    )
+    filters: list[PluginChoice] = Field(
+        default_factory=list, description="Filter plugins, applied in this order."
+    )
+
+
+class ExecutionConfig(Section):
+    """Where work runs: a local process pool."""
+
+    engine: Literal["local"] = Field(
+        "local", description="'local': a process pool on this machine."
+    )
+    workers: int = Field(0, ge=0, description="Worker processes; 0 means one per CPU core.")
+
+
+class PipelineConfig(Section):
+    """A whole pipeline.toml. Optional sections switch their stages on."""
+
+    study: StudyConfig
+    cohort: CohortConfig
+    polymers: PolymersConfig = Field(default_factory=PolymersConfig)
+    design_space: DesignSpaceConfig = Field(default_factory=DesignSpaceConfig)
+    simulators: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="One table per simulator plugin, [simulators.NAME], holding its settings.",
+    )
+    dataset: DatasetConfig | None = Field(None, description="The training dataset's design plan.")
+    surrogate: PluginChoice | None = Field(
+        None, description="Stage 1: the surrogate plugin and its settings."
+    )
+    policy: PluginChoice | None = Field(
+        None, description="Stage 2: the design-policy plugin and its settings."
+    )
+    screen: ScreenConfig | None = Field(None, description="Stage 3: the design engine.")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    def present_sections(self) -> list[str]:
+        """Optional sections this file fills in (each switches on the stages that read it)."""
+        optional = ("simulators", "dataset", "surrogate", "policy", "screen")
+        return [name for name in optional if getattr(self, name)]
+
+    def plugin_choices(self) -> Iterator[tuple[tuple[str | int, ...], str, str, dict[str, Any]]]:
+        """Every plugin the pipeline names: (key path, kind, name, raw settings)."""
+        for name, settings in self.simulators.items():
+            yield ("simulators", name), "simulator", name, settings
+        if self.dataset:
+            yield (
+                ("dataset", "generator"),
+                "generator",
+                self.dataset.generator.plugin,
+                self.dataset.generator.settings,
+            )
+        if self.surrogate:
+            yield ("surrogate",), "surrogate", self.surrogate.plugin, self.surrogate.settings
+        if self.policy:
+            yield ("policy",), "policy", self.policy.plugin, self.policy.settings
+        if self.screen:
+            yield (
+                ("screen", "generator"),
+                "generator",
+                self.screen.generator.plugin,
+                self.screen.generator.settings,
+            )
+            for i, choice in enumerate(self.screen.filters):
+                yield ("screen", "filters", i), "filter", choice.plugin, choice.settings
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline file: its config, where it lives, and its plugins' settings."""
+
+    config: PipelineConfig
+    path: Path
+    plugin_settings: dict[tuple[str | int, ...], BaseModel]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the file, taken relative to the file's folder."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def run_dir(self) -> Path:
+        return (self.resolve(self.config.study.output_dir) / self.config.study.name).resolve()
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The config with every default filled in, as plain TOML-able data."""
+        return self.config.model_dump(mode="json", exclude_none=True)
+
+    def config_hash(self) -> str:
+        return stable_hash(self.resolved_dict())
+
+
+def stable_hash(data: Any) -> str:
+    """SHA-256 of the canonical JSON form of ``data``."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_pipeline(path: Path, registry: Any | None = None) -> Pipeline:
+    """Read and validate ``path``; with a registry, also check plugin names and settings.
+
+    Raises :class:`ConfigError` listing every problem as ``file:line: key.path: message``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the pipeline file ({exc.strerror})"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_error(path, exc)]) from None
+    lines = key_lines(text)
+
+    def where(loc: tuple[str | int, ...]) -> str:
+        line = line_of(lines, loc)
+        return f"{path}:{line}" if line else str(path)
+
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, (), PipelineConfig, where)) from None
+    pipeline = Pipeline(config, path.resolve(), {})
+    problems = _check_files(pipeline, where)
+    if registry is not None:
+        problems += _check_plugins(pipeline, registry, where)
+    if problems:
+        raise ConfigError(problems)
+    return pipeline
+
+
+def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    message = str(exc)
+    # tomllib ends its messages with "(at line L, column C)".
+    marker = message.rfind("(at line ")
+    if marker >= 0:
+        position = message[marker + len("(at line ") :].rstrip(")").split(", column ")
+        return (
+            f"{path}:{position[0]}: TOML syntax error: {message[:marker].strip()} "
+            f"(column {position[1]})"
+            if len(position) == 2
+            else f"{path}: {message}"
+        )
+    return f"{path}: TOML syntax error: {message}"
+
+
+def _describe(
+    exc: ValidationError, prefix: tuple[str | int, ...], model: type[BaseModel], where: Any
+) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        full = (*prefix, *loc)
+        key = _dotted(full) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            message = "unknown key"
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+            if allowed:
+                message += f" Expected one of: {', '.join(allowed)}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] not in ("value_error", "assertion_error"):
+                message += f" (got {error['input']!r})"
+        problems.append(f"{where(full)}: {key}: {message}")
+    return problems
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """Field names of the model found by walking ``loc`` through the schema."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            current = field.annotation if field else None
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; ``Annotated[X, ...]`` -> ``X``."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return options[0] if len(options) == 1 else annotation
+    return annotation
+
+
+def _check_files(pipeline: Pipeline, where: Any) -> list[str]:
+    problems = []
+    config = pipeline.config
+    for loc, value in (
+        (("cohort", "path"), config.cohort.path),
+        (("polymers", "library"), config.polymers.library),
+    ):
+        if value is not None and not pipeline.resolve(value).is_file():
+            problems.append(
+                f"{where(loc)}: {_dotted(loc)}: no such file {str(pipeline.resolve(value))!r}"
+            )
+    return problems
+
+
+def _check_plugins(pipeline: Pipeline, registry: Any, where: Any) -> list[str]:
+    problems = []
+    for loc, kind, name, raw in pipeline.config.plugin_choices():
+        try:
+            plugin = registry.get(kind, name)
+        except HydraoptError as exc:
+            name_loc = loc if loc[0] == "simulators" else (*loc, "plugin")
+            problems.append(f"{where(name_loc)}: {_dotted(name_loc)}: {exc}")
+            continue
+        settings_model = plugin.registration.settings
+        try:
+            pipeline.plugin_settings[loc] = settings_model.model_validate(raw)
+        except ValidationError as exc:
+            problems += _describe(exc, loc, settings_model, where)
+    return problems
+
+
+def build_design_space(section: DesignSpaceConfig, polymers: Any) -> Any:
+    """The :class:`~hydraopt.domain.DesignSpace` a config section describes over ``polymers``."""
+    from hydraopt.domain import ContinuousParameter, DesignSpace
+
+    parameters = tuple(
+        ContinuousParameter(
+            name=p.name,
+            unit=p.unit,
+            description=p.description,
+            low=getattr(section, p.name).min,
+            high=getattr(section, p.name).max,
+            scale=getattr(section, p.name).scale,
+        )
+        for p in DEFAULT_PARAMETERS
+    )
+    return DesignSpace(
+        polymers=polymers, coverages=tuple(section.coverage_patterns), parameters=parameters
+    )

@@ -1,0 +1,1 @@
+"""Data bundled with hydraopt: the cardiac hydrogel library (see README.md here)."""

@@ -1,0 +1,48 @@
+"""The domain: patients, polymers, the design space, design batches and outcomes."""
+
+from hydraopt.domain.design import (
+    CONTINUOUS_FIELDS,
+    COVERAGE_BZ_FRACTION,
+    COVERAGE_PATTERNS,
+    DEFAULT_PARAMETERS,
+    ContinuousParameter,
+    DesignBatch,
+    DesignSpace,
+)
+from hydraopt.domain.outcomes import Outcomes, OutputSpec
+from hydraopt.domain.patient import (
+    FEATURE_NAMES,
+    PATIENT_FEATURES,
+    Cohort,
+    Patient,
+    PatientFeature,
+)
+from hydraopt.domain.polymer import (
+    DEGRADATION_MODES,
+    POLYMER_CATEGORIES,
+    Polymer,
+    PolymerLibrary,
+    PropertyRange,
+)
+
+__all__ = [
+    "CONTINUOUS_FIELDS",
+    "COVERAGE_BZ_FRACTION",
+    "COVERAGE_PATTERNS",
+    "DEFAULT_PARAMETERS",
+    "DEGRADATION_MODES",
+    "FEATURE_NAMES",
+    "PATIENT_FEATURES",
+    "POLYMER_CATEGORIES",
+    "Cohort",
+    "ContinuousParameter",
+    "DesignBatch",
+    "DesignSpace",
+    "Outcomes",
+    "OutputSpec",
+    "Patient",
+    "PatientFeature",
+    "Polymer",
+    "PolymerLibrary",
+    "PropertyRange",
+]

@@ -1,0 +1,214 @@
+"""Patients and cohorts: the 6 cardiac and 5 tissue-mechanics features of HYDRA-BERT.
+
+A cohort is small (tens to hundreds of patients), so a patient is one frozen object; what
+scales (designs, candidates, outcomes) is columnar, see :mod:`hydraopt.domain.design`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import numpy as np
+
+from hydraopt.errors import DataError
+
+FeatureGroup = Literal["cardiac", "tissue"]
+
+
+@dataclass(frozen=True)
+class PatientFeature:
+    """Metadata of one patient feature: its unit and the range a real patient can have.
+
+    ``valid_min``/``valid_max`` are plausibility limits for any adult post-infarction
+    ventricle, not the cohort's spread: a value outside them is a data error, not an outlier.
+    """
+
+    name: str
+    unit: str
+    group: FeatureGroup
+    description: str
+    valid_min: float
+    valid_max: float
+
+
+PATIENT_FEATURES: tuple[PatientFeature, ...] = (
+    PatientFeature("lvef_pct", "%", "cardiac", "left-ventricular ejection fraction", 5.0, 80.0),
+    PatientFeature(
+        "gls_pct",
+        "%",
+        "cardiac",
+        "global longitudinal strain (negative in contraction)",
+        -30.0,
+        0.0,
+    ),
+    PatientFeature("edv_ml", "mL", "cardiac", "LV end-diastolic volume", 40.0, 600.0),
+    PatientFeature("esv_ml", "mL", "cardiac", "LV end-systolic volume", 10.0, 500.0),
+    PatientFeature(
+        "scar_fraction_pct",
+        "%",
+        "cardiac",
+        "infarct (scar) size as % of LV myocardium",
+        0.0,
+        75.0,
+    ),
+    PatientFeature(
+        "bz_fraction_pct",
+        "%",
+        "cardiac",
+        "border-zone (peri-infarct) size as % of LV myocardium",
+        0.0,
+        40.0,
+    ),
+    PatientFeature(
+        "bz_stress_kpa", "kPa", "tissue", "border-zone end-systolic myofibre stress", 2.0, 120.0
+    ),
+    PatientFeature(
+        "healthy_stress_kpa",
+        "kPa",
+        "tissue",
+        "remote-myocardium end-systolic myofibre stress",
+        2.0,
+        80.0,
+    ),
+    PatientFeature(
+        "stress_concentration", "1", "tissue", "border-zone over remote fibre stress", 0.5, 4.0
+    ),
+    PatientFeature(
+        "transmurality",
+        "1",
+        "tissue",
+        "scar transmurality as a fraction of wall thickness",
+        0.0,
+        1.0,
+    ),
+    PatientFeature(
+        "wall_thickness_mm", "mm", "tissue", "mean end-diastolic LV wall thickness", 2.0, 20.0
+    ),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in PATIENT_FEATURES)
+FEATURES_BY_NAME: Mapping[str, PatientFeature] = {f.name: f for f in PATIENT_FEATURES}
+
+# Clinical EF and volumes come from one modality; larger gaps mean a unit or column mix-up.
+EF_CONSISTENCY_TOLERANCE_PCT = 5.0
+# stress_concentration is bz/healthy stress; allow rounding in the source data.
+STRESS_RATIO_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Patient:
+    """One post-infarction patient, described by the seeds' 11 baseline features."""
+
+    patient_id: str
+    lvef_pct: float
+    gls_pct: float
+    edv_ml: float
+    esv_ml: float
+    scar_fraction_pct: float
+    bz_fraction_pct: float
+    bz_stress_kpa: float
+    healthy_stress_kpa: float
+    stress_concentration: float
+    transmurality: float
+    wall_thickness_mm: float
+
+    def features(self) -> np.ndarray:
+        """The 11 features in :data:`FEATURE_NAMES` order, float64."""
+        return np.array([getattr(self, name) for name in FEATURE_NAMES], dtype=np.float64)
+
+    def problems(self) -> list[str]:
+        """Every way this patient is implausible, each naming the field; empty when valid."""
+        found = []
+        if not self.patient_id.strip():
+            found.append("patient_id: expected a non-empty identifier")
+        for feature in PATIENT_FEATURES:
+            value = getattr(self, feature.name)
+            if not np.isfinite(value):
+                found.append(f"{feature.name}: expected a number, got {value!r}")
+            elif not feature.valid_min <= value <= feature.valid_max:
+                found.append(
+                    f"{feature.name}: {value:g} {feature.unit} is outside the physiological range "
+                    f"[{feature.valid_min:g}, {feature.valid_max:g}] {feature.unit}"
+                )
+        if found:
+            return found
+        if self.esv_ml >= self.edv_ml:
+            found.append(f"esv_ml: {self.esv_ml:g} mL must be smaller than edv_ml {self.edv_ml:g}")
+        else:
+            ef_from_volumes = 100.0 * (self.edv_ml - self.esv_ml) / self.edv_ml
+            if abs(ef_from_volumes - self.lvef_pct) > EF_CONSISTENCY_TOLERANCE_PCT:
+                found.append(
+                    f"lvef_pct: {self.lvef_pct:g}% disagrees with (EDV-ESV)/EDV = "
+                    f"{ef_from_volumes:.1f}% by more than {EF_CONSISTENCY_TOLERANCE_PCT:g} points"
+                )
+        ratio = self.bz_stress_kpa / self.healthy_stress_kpa
+        if abs(ratio - self.stress_concentration) > STRESS_RATIO_TOLERANCE * ratio:
+            found.append(
+                f"stress_concentration: {self.stress_concentration:g} disagrees with "
+                f"bz_stress_kpa/healthy_stress_kpa = {ratio:.3f}"
+            )
+        return found
+
+    def validated(self) -> Patient:
+        """Return self, or raise :class:`DataError` naming the patient and every bad field."""
+        found = self.problems()
+        if found:
+            raise DataError(f"patient {self.patient_id!r}: " + "; ".join(found))
+        return self
+
+
+PATIENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Patient))
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """An ordered set of patients with unique ids."""
+
+    patients: tuple[Patient, ...]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for patient in self.patients:
+            if patient.patient_id in seen:
+                raise DataError(f"patient id {patient.patient_id!r} appears twice in the cohort")
+            seen.add(patient.patient_id)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def __iter__(self) -> Iterator[Patient]:
+        return iter(self.patients)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(p.patient_id for p in self.patients)
+
+    def get(self, patient_id: str) -> Patient:
+        for patient in self.patients:
+            if patient.patient_id == patient_id:
+                return patient
+        raise DataError(f"no patient {patient_id!r} in the cohort (ids: {', '.join(self.ids)})")
+
+    def feature_matrix(self) -> np.ndarray:
+        """Features as a ``[n_patients, 11]`` float64 array, columns in FEATURE_NAMES order."""
+        if not self.patients:
+            return np.empty((0, len(FEATURE_NAMES)))
+        return np.stack([p.features() for p in self.patients])
+
+    def to_columns(self) -> dict[str, np.ndarray]:
+        """Columnar form for storage: ``patient_id`` (str) and one float64 array per feature."""
+        matrix = self.feature_matrix()
+        columns: dict[str, np.ndarray] = {"patient_id": np.array(self.ids, dtype=object)}
+        for j, name in enumerate(FEATURE_NAMES):
+            columns[name] = matrix[:, j]
+        return columns
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Sequence]) -> Cohort:
+        ids = [str(x.decode() if isinstance(x, bytes) else x) for x in columns["patient_id"]]
+        patients = tuple(
+            Patient(patient_id, *(float(columns[name][i]) for name in FEATURE_NAMES))
+            for i, patient_id in enumerate(ids)
+        )
+        return cls(patients)

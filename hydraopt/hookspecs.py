@@ -1,0 +1,170 @@
+"""The plugin contract: one pluggy hook per plugin kind.
+
+Every hook is a *registration* hook: it takes no arguments and returns an iterable of typed
+registrations (frozen dataclasses from :mod:`hydraopt.plugin_types`) naming what the plugin
+provides, its factory and its settings model. The registry flattens them, so the core can list,
+validate and construct plugins without importing their heavy dependencies: a factory imports
+torch or transformers only when it is called.
+
+A plugin is a module (or object) with ``@hookimpl``-decorated functions, registered under the
+entry-point group ``hydraopt``::
+
+    # pyproject.toml of the plugin's own distribution
+    [project.entry-points.hydraopt]
+    my_simulators = "my_package.hydraopt_plugin"
+
+Implementations are called with keyword arguments and may omit arguments a spec gains later.
+All results are collected (no ``firstresult``): every plugin contributes its registrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from hydraopt.plugin_types import (
+        EncoderPlugin,
+        FilterPlugin,
+        GeneratorPlugin,
+        PolicyPlugin,
+        SimulatorPlugin,
+        SurrogatePlugin,
+    )
+
+PROJECT_NAME = "hydraopt"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def hydraopt_simulators() -> Iterable[SimulatorPlugin]:
+    """Register physics simulators (mechanics, electrophysiology, ...).
+
+    A simulator's factory takes its validated settings and returns an object following
+    :class:`hydraopt.plugin_types.Simulator`: it declares its outputs with units and evaluates a
+    batch of designs for one patient, ``simulate(patient, designs, workdir) -> Outcomes``.
+
+    :return: the simulators this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_simulators():
+            yield SimulatorPlugin(
+                name="laplace-wall-stress",
+                factory=LaplaceSimulator,
+                settings=LaplaceSettings,
+                description="Laplace-law wall stress of a thick-walled sphere",
+            )
+    """
+
+
+@hookspec
+def hydraopt_encoders() -> Iterable[EncoderPlugin]:
+    """Register polymer encoders (polyBERT with LoRA, fingerprints, ...).
+
+    An encoder's factory returns a :class:`hydraopt.plugin_types.Encoder`: it maps polymer
+    SMILES strings to fixed-size embeddings.
+
+    :return: the encoders this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_encoders():
+            yield EncoderPlugin(
+                name="morgan-fingerprint",
+                factory=make_morgan_encoder,   # imports rdkit when called
+                settings=MorganSettings,
+                description="RDKit Morgan fingerprint of the repeat unit",
+            )
+    """
+
+
+@hookspec
+def hydraopt_surrogates() -> Iterable[SurrogatePlugin]:
+    """Register surrogate models (Stage 1) that predict outcomes from patient and design.
+
+    A surrogate's factory returns a :class:`hydraopt.plugin_types.Surrogate`.
+
+    :return: the surrogates this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_surrogates():
+            yield SurrogatePlugin(
+                name="hydra-bert",
+                factory=make_hydra_bert,       # imports torch, transformers, peft when called
+                settings=HydraBertSettings,
+                description="polyBERT + LoRA encoder fused with patient and design features",
+            )
+    """
+
+
+@hookspec
+def hydraopt_policies() -> Iterable[PolicyPlugin]:
+    """Register design policies (Stage 2) that learn to propose designs per patient.
+
+    A policy's factory returns a :class:`hydraopt.plugin_types.Policy`.
+
+    :return: the policies this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_policies():
+            yield PolicyPlugin(
+                name="ppo",
+                factory=make_ppo_policy,
+                settings=PPOSettings,
+                description="PPO over the hybrid design space, rewarded by the surrogate",
+            )
+    """
+
+
+@hookspec
+def hydraopt_filters() -> Iterable[FilterPlugin]:
+    """Register candidate filters, the links of Stage 3's hierarchical filter chain.
+
+    A filter's factory returns a :class:`hydraopt.plugin_types.Filter`: given candidate designs
+    and their predicted outcomes, it returns the mask of candidates to keep.
+
+    :return: the filters this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_filters():
+            yield FilterPlugin(
+                name="threshold",
+                factory=ThresholdFilter,
+                settings=ThresholdSettings,
+                description="keep candidates whose predicted outcomes pass fixed thresholds",
+            )
+    """
+
+
+@hookspec
+def hydraopt_generators() -> Iterable[GeneratorPlugin]:
+    """Register candidate generators that sample designs from a design space.
+
+    A generator's factory returns a :class:`hydraopt.plugin_types.Generator`:
+    ``generate(space, n, rng) -> DesignBatch``, deterministic for a given ``rng`` state.
+
+    :return: the generators this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_generators():
+            yield GeneratorPlugin(
+                name="sobol",
+                factory=SobolGenerator,
+                settings=SobolSettings,
+                description="scrambled Sobol' sequence over the continuous parameters",
+            )
+    """

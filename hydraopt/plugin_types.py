@@ -1,0 +1,171 @@
+"""Typed plugin registrations and the interfaces that plugin objects implement.
+
+A registration (one frozen dataclass per kind) is cheap to build: it names the plugin, its
+settings model (pydantic) and a factory. The factory is called only when a pipeline uses the
+plugin, with the validated settings, and is where heavy imports belong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hydraopt.domain import DesignBatch, DesignSpace, Outcomes, OutputSpec, Patient
+
+PLUGIN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+class PluginSettings(BaseModel):
+    """Base for plugin settings models: unknown keys are errors, values are immutable.
+
+    Give every field a ``description``: it is shown by ``hydraopt plugins --settings``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(PluginSettings):
+    """For plugins that take no settings."""
+
+
+@dataclass(frozen=True)
+class PluginRegistration:
+    """What a hook returns for one plugin.
+
+    :param name: unique within its kind; lowercase words joined by hyphens (``reference-ep``).
+    :param factory: called as ``factory(settings)`` with an instance of ``settings``.
+    :param settings: pydantic model of the plugin's table in pipeline.toml.
+    :param description: one line, shown by ``hydraopt plugins``.
+    :param version: the plugin's own version; defaults to its distribution's version. Simulators
+        should bump it whenever their results change, since cached evaluations are keyed by it.
+    """
+
+    kind: ClassVar[str] = ""
+    name: str
+    factory: Callable[[Any], Any]
+    settings: type[PluginSettings] = NoSettings
+    description: str = ""
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not PLUGIN_NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"{self.kind} plugin name {self.name!r} must be lowercase words joined by "
+                "hyphens, for example 'reference-mechanics'"
+            )
+        if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
+            raise TypeError(f"{self.kind} plugin {self.name!r}: settings must be a pydantic model")
+        if not callable(self.factory):
+            raise TypeError(f"{self.kind} plugin {self.name!r}: factory must be callable")
+
+
+@dataclass(frozen=True)
+class SimulatorPlugin(PluginRegistration):
+    kind: ClassVar[str] = "simulator"
+
+
+@dataclass(frozen=True)
+class EncoderPlugin(PluginRegistration):
+    kind: ClassVar[str] = "encoder"
+
+
+@dataclass(frozen=True)
+class SurrogatePlugin(PluginRegistration):
+    kind: ClassVar[str] = "surrogate"
+
+
+@dataclass(frozen=True)
+class PolicyPlugin(PluginRegistration):
+    kind: ClassVar[str] = "policy"
+
+
+@dataclass(frozen=True)
+class FilterPlugin(PluginRegistration):
+    kind: ClassVar[str] = "filter"
+
+
+@dataclass(frozen=True)
+class GeneratorPlugin(PluginRegistration):
+    kind: ClassVar[str] = "generator"
+
+
+# kind -> (hook name, registration type), in the order `hydraopt plugins` lists them.
+PLUGIN_KINDS: dict[str, tuple[str, type[PluginRegistration]]] = {
+    "simulator": ("hydraopt_simulators", SimulatorPlugin),
+    "encoder": ("hydraopt_encoders", EncoderPlugin),
+    "surrogate": ("hydraopt_surrogates", SurrogatePlugin),
+    "policy": ("hydraopt_policies", PolicyPlugin),
+    "filter": ("hydraopt_filters", FilterPlugin),
+    "generator": ("hydraopt_generators", GeneratorPlugin),
+}
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """A physics simulator. Works on batches: a vectorised model integrates all designs at
+    once, a subprocess adapter loops over them.
+
+    ``outputs`` declares every output with its unit. ``simulate`` must be deterministic for the
+    same patient, designs and settings; a design that cannot be evaluated is marked in
+    ``Outcomes.failed`` with a reason rather than raising, so one bad design never stops a
+    batch. ``workdir`` is an empty directory the simulator may use for its files.
+    """
+
+    outputs: tuple[OutputSpec, ...]
+
+    def simulate(self, patient: Patient, designs: DesignBatch, workdir: Path) -> Outcomes: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Samples ``n`` designs from ``space``; all randomness comes from ``rng``."""
+
+    def generate(self, space: DesignSpace, n: int, rng: np.random.Generator) -> DesignBatch: ...
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Maps polymer SMILES to embeddings of shape ``[len(psmiles), embedding_dim]``."""
+
+    embedding_dim: int
+
+    def encode(self, psmiles: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Surrogate(Protocol):
+    """Predicts declared ``outputs`` for designs on one patient, without simulation."""
+
+    outputs: tuple[OutputSpec, ...]
+
+    def predict(self, patient: Patient, designs: DesignBatch) -> Outcomes: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Proposes ``n`` designs for a patient from what it has learned."""
+
+    def propose(self, patient: Patient, n: int, rng: np.random.Generator) -> DesignBatch: ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """One link of the filter chain: the boolean mask of candidates to keep."""
+
+    def select(self, designs: DesignBatch, predictions: Outcomes) -> np.ndarray: ...
+
+
+PLUGIN_INTERFACES: dict[str, type] = {
+    "simulator": Simulator,
+    "encoder": Encoder,
+    "surrogate": Surrogate,
+    "policy": Policy,
+    "filter": Filter,
+    "generator": Generator,
+}

@@ -1,0 +1,220 @@
+"""The plugin registry: entry-point discovery, typed registrations, lookup by kind and name.
+
+Built-in plugins and third-party ones are found the same way, through the entry-point group
+``hydraopt``; the core keeps no list of built-ins. A third-party entry point that fails to
+import is recorded and skipped (reported by ``hydraopt plugins``), and becomes fatal only if a
+pipeline asks for a plugin that is then missing. Two distributions registering one name is an
+error naming both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from hydraopt import hookspecs
+from hydraopt.errors import PluginError
+from hydraopt.plugin_types import (
+    PLUGIN_INTERFACES,
+    PLUGIN_KINDS,
+    PluginRegistration,
+    PluginSettings,
+)
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
+TRACE_VARIABLE = "HYDRAOPT_TRACE_PLUGINS"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisteredPlugin:
+    """A registration together with the distribution that provided it."""
+
+    registration: PluginRegistration
+    package: str
+    package_version: str
+
+    @property
+    def kind(self) -> str:
+        return self.registration.kind
+
+    @property
+    def name(self) -> str:
+        return self.registration.name
+
+    @property
+    def version(self) -> str:
+        return self.registration.version or self.package_version
+
+    @property
+    def description(self) -> str:
+        return self.registration.description
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point or hook that could not be used, and why."""
+
+    entry_point: str
+    package: str
+    error: str
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a registered pluggy plugin came from."""
+
+    package: str
+    version: str
+
+
+class PluginRegistry:
+    """All plugins found, by kind and name."""
+
+    def __init__(self, plugins: Iterable[RegisteredPlugin], broken: Iterable[BrokenPlugin] = ()):
+        self._by_kind: dict[str, dict[str, RegisteredPlugin]] = {k: {} for k in PLUGIN_KINDS}
+        for plugin in plugins:
+            existing = self._by_kind[plugin.kind].get(plugin.name)
+            if existing is not None:
+                raise PluginError(
+                    f"{plugin.kind} plugin {plugin.name!r} is registered twice: by package "
+                    f"{existing.package} {existing.package_version} and by package "
+                    f"{plugin.package} {plugin.package_version}; uninstall one of them"
+                )
+            self._by_kind[plugin.kind][plugin.name] = plugin
+        self.broken: tuple[BrokenPlugin, ...] = tuple(broken)
+
+    @classmethod
+    def discover(cls, extra: Mapping[str, object] | None = None) -> PluginRegistry:
+        """Load every ``hydraopt`` entry point (and ``extra`` plugin objects, keyed by a
+        package label, for scripts and tests) and collect their registrations."""
+        manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        manager.add_hookspecs(hookspecs)
+        sources: dict[str, _Source] = {}
+        broken: list[BrokenPlugin] = []
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = entry_point.dist
+            package = dist.name if dist else "?"
+            version = dist.version if dist else "?"
+            label = f"{entry_point.name} = {entry_point.value}"
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:  # a broken third-party package must not stop hydraopt
+                log.warning("skipping plugin entry point %s of %s: %s", label, package, exc)
+                broken.append(BrokenPlugin(label, package, f"{type(exc).__name__}: {exc}"))
+                continue
+            _register(
+                manager, plugin, f"{package}:{entry_point.name}", sources, _Source(package, version)
+            )
+        for label, plugin in (extra or {}).items():
+            _register(manager, plugin, label, sources, _Source(label, "local"))
+        try:
+            manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(
+                f"plugin {manager.get_name(exc.plugin)} implements a hook hydraopt does not "
+                f"define: {exc}"
+            ) from None
+        registered, hook_errors = _collect(manager, sources)
+        return cls(registered, [*broken, *hook_errors])
+
+    def __iter__(self) -> Iterator[RegisteredPlugin]:
+        for kind in PLUGIN_KINDS:
+            yield from sorted(self._by_kind[kind].values(), key=lambda p: p.name)
+
+    def names(self, kind: str) -> tuple[str, ...]:
+        return tuple(sorted(self._by_kind[_check_kind(kind)]))
+
+    def get(self, kind: str, name: str) -> RegisteredPlugin:
+        """The plugin of ``kind`` called ``name``, or an error listing what exists."""
+        plugins = self._by_kind[_check_kind(kind)]
+        if name in plugins:
+            return plugins[name]
+        available = sorted(plugins)
+        message = f"no {kind} plugin named {name!r}"
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        message += f" Available {kind} plugins: {', '.join(available) or 'none installed'}."
+        if self.broken:
+            message += " These plugin entry points failed to load and may provide it: " + "; ".join(
+                f"{b.entry_point} ({b.package}: {b.error})" for b in self.broken
+            )
+        raise PluginError(message)
+
+    def validate_settings(self, kind: str, name: str, raw: Mapping[str, Any]) -> PluginSettings:
+        """The plugin's settings model built from ``raw``; raises pydantic's ValidationError."""
+        return self.get(kind, name).registration.settings.model_validate(dict(raw))
+
+    def create(self, kind: str, name: str, settings: PluginSettings) -> Any:
+        """Construct the plugin object and check it implements its kind's interface."""
+        plugin = self.get(kind, name)
+        instance = plugin.registration.factory(settings)
+        interface = PLUGIN_INTERFACES[kind]
+        if not isinstance(instance, interface):
+            raise PluginError(
+                f"{kind} plugin {name!r} from {plugin.package} built a {type(instance).__name__}, "
+                f"which does not implement hydraopt's {interface.__name__} interface"
+            )
+        return instance
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in PLUGIN_KINDS:
+        raise PluginError(f"unknown plugin kind {kind!r}; kinds are {', '.join(PLUGIN_KINDS)}")
+    return kind
+
+
+def _register(
+    manager: pluggy.PluginManager,
+    plugin: object,
+    name: str,
+    sources: dict[str, _Source],
+    source: _Source,
+) -> None:
+    if manager.is_registered(plugin):  # the same module behind two entry points
+        return
+    manager.register(plugin, name=name)
+    sources[name] = source
+
+
+def _collect(
+    manager: pluggy.PluginManager, sources: Mapping[str, _Source]
+) -> tuple[list[RegisteredPlugin], list[BrokenPlugin]]:
+    """Call every registration hook implementation once, keeping who provided what."""
+    trace = os.environ.get(TRACE_VARIABLE, "") not in ("", "0")
+    found: list[RegisteredPlugin] = []
+    broken: list[BrokenPlugin] = []
+    for kind, (hook_name, registration_type) in PLUGIN_KINDS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            source = sources[impl.plugin_name]
+            label = f"{impl.plugin_name}.{hook_name}"
+            try:
+                registrations = list(impl.function() or ())
+                wrong = [r for r in registrations if not isinstance(r, registration_type)]
+                if wrong:
+                    raise TypeError(
+                        f"{hook_name} must return {registration_type.__name__} objects, got "
+                        f"{type(wrong[0]).__name__}"
+                    )
+            except Exception as exc:
+                log.warning("skipping %s of %s: %s", label, source.package, exc)
+                broken.append(BrokenPlugin(label, source.package, f"{type(exc).__name__}: {exc}"))
+                continue
+            for registration in registrations:
+                if trace:
+                    print(
+                        f"[hydraopt plugins] {source.package} {source.version}: {hook_name} -> "
+                        f"{kind} {registration.name!r}",
+                        file=sys.stderr,
+                    )
+                found.append(RegisteredPlugin(registration, source.package, source.version))
+    return found, broken

@@ -1,0 +1,1 @@
+"""hydraopt's built-in plugins, registered through the ``hydraopt`` entry-point group."""

@@ -1,0 +1,1 @@
+"""hydraopt's built-in simulators and simulator adapters, registered as plugins."""

@@ -1,0 +1,69 @@
+"""Shared fixtures: pipeline files, and third-party plugin distributions made on the fly."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+QUICK_PIPELINE = """\
+[study]
+name = "t"
+seed = 7
+output_dir = "runs"
+
+[cohort]
+source = "synthetic"
+n_patients = 3
+
+[dataset]
+designs_per_patient = 16
+generator = { plugin = "sobol" }
+
+[execution]
+workers = 1
+"""
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path):
+    """Write a pipeline file into tmp_path and return its path."""
+
+    def write(text: str = QUICK_PIPELINE, name: str = "pipeline.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def install_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Create a real installed distribution (a module plus its ``.dist-info`` with an
+    ``entry_points.txt`` in the ``hydraopt`` group) in a folder on sys.path."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    created: list[str] = []
+
+    def install(
+        package: str, version: str, module: str, source: str, entry_name: str = "plugin"
+    ) -> None:
+        (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        info = site / f"{package.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n", encoding="utf-8"
+        )
+        (info / "entry_points.txt").write_text(
+            f"[hydraopt]\n{entry_name} = {module}\n", encoding="utf-8"
+        )
+        created.append(module)
+        importlib.invalidate_caches()
+
+    yield install
+    for module in created:
+        sys.modules.pop(module, None)

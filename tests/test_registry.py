@@ -1,0 +1,130 @@
+import pytest
+from pydantic import ValidationError
+
+from hydraopt.errors import PluginError
+from hydraopt.plugin_types import GeneratorPlugin
+from hydraopt.registry import PluginRegistry
+
+from plugin_sources import KEEP_BEST_FILTER
+
+
+def test_built_ins_come_through_the_entry_point_group():
+    registry = PluginRegistry.discover()
+    sobol = registry.get("generator", "sobol")
+    assert sobol.package == "hydraopt"
+    assert {"random", "sobol", "latin-hypercube", "grid"} <= set(registry.names("generator"))
+
+
+def test_third_party_distribution_is_discovered(install_distribution):
+    install_distribution("acme-filters", "1.4.2", "acme_filters", KEEP_BEST_FILTER)
+    registry = PluginRegistry.discover()
+    plugin = registry.get("filter", "keep-best")
+    assert (plugin.package, plugin.version) == ("acme-filters", "1.4.2")
+    settings = registry.validate_settings("filter", "keep-best", {"fraction": 0.2})
+    instance = registry.create("filter", "keep-best", settings)
+    assert instance.settings.fraction == 0.2
+
+
+def test_settings_model_rejects_unknown_keys_and_bad_types(install_distribution):
+    install_distribution("acme-filters", "1.4.2", "acme_filters", KEEP_BEST_FILTER)
+    registry = PluginRegistry.discover()
+    with pytest.raises(ValidationError, match="fractoin"):
+        registry.validate_settings("filter", "keep-best", {"fractoin": 0.2})
+    with pytest.raises(ValidationError, match="fraction"):
+        registry.validate_settings("filter", "keep-best", {"fraction": "most"})
+
+
+def test_duplicate_name_names_both_packages(install_distribution):
+    source = """
+from hydraopt import hookimpl
+from hydraopt.plugin_types import GeneratorPlugin, NoSettings
+
+class Mine:
+    def __init__(self, settings): ...
+    def generate(self, space, n, rng): ...
+
+@hookimpl
+def hydraopt_generators():
+    yield GeneratorPlugin(name="sobol", factory=Mine, settings=NoSettings, description="x")
+"""
+    install_distribution("other-sobol", "0.3", "other_sobol", source)
+    with pytest.raises(
+        PluginError,
+        match=r"'sobol' is registered twice: by package "
+        r"(hydraopt|other-sobol).*and by package "
+        r"(hydraopt|other-sobol)",
+    ) as caught:
+        PluginRegistry.discover()
+    assert "hydraopt" in str(caught.value) and "other-sobol" in str(caught.value)
+
+
+def test_unknown_name_lists_what_exists_and_the_closest():
+    registry = PluginRegistry.discover()
+    with pytest.raises(
+        PluginError,
+        match=r"no generator plugin named 'sobl'; did you mean "
+        r"'sobol'\?.*grid, latin-hypercube, random, sobol",
+    ):
+        registry.get("generator", "sobl")
+
+
+def test_broken_entry_point_is_skipped_and_reported(install_distribution):
+    install_distribution("broken-pkg", "1.0", "broken_mod", "import does_not_exist_anywhere\n")
+    registry = PluginRegistry.discover()
+    assert registry.get("generator", "sobol")  # the rest still works
+    assert [b.package for b in registry.broken] == ["broken-pkg"]
+    with pytest.raises(PluginError, match=r"broken-pkg.*ModuleNotFoundError"):
+        registry.get("simulator", "fancy-fem")
+
+
+def test_misspelled_hook_is_an_error(install_distribution):
+    source = """
+from hydraopt import hookimpl
+
+@hookimpl
+def hydraopt_simulator():
+    return []
+"""
+    install_distribution("typo-pkg", "1.0", "typo_mod", source)
+    with pytest.raises(PluginError, match="hydraopt_simulator"):
+        PluginRegistry.discover()
+
+
+def test_wrong_registration_type_is_reported(install_distribution):
+    source = """
+from hydraopt import hookimpl
+from hydraopt.plugin_types import FilterPlugin
+
+@hookimpl
+def hydraopt_simulators():
+    return [FilterPlugin(name="oops", factory=dict, description="wrong kind")]
+"""
+    install_distribution("wrong-pkg", "1.0", "wrong_mod", source)
+    registry = PluginRegistry.discover()
+    assert "oops" not in registry.names("filter")
+    assert "must return SimulatorPlugin" in registry.broken[0].error
+
+
+def test_factory_must_build_the_kinds_interface():
+    registry = PluginRegistry(
+        [_registered(GeneratorPlugin(name="bad", factory=lambda s: object(), description="x"))]
+    )
+    with pytest.raises(PluginError, match="does not implement hydraopt's Generator interface"):
+        registry.create("generator", "bad", None)
+
+
+def test_registration_names_are_normalised_form():
+    with pytest.raises(ValueError, match="lowercase words joined by hyphens"):
+        GeneratorPlugin(name="My_Generator", factory=dict, description="x")
+
+
+def test_trace_switch_prints_registrations(monkeypatch, capsys):
+    monkeypatch.setenv("HYDRAOPT_TRACE_PLUGINS", "1")
+    PluginRegistry.discover()
+    assert "hydraopt_generators -> generator 'sobol'" in capsys.readouterr().err
+
+
+def _registered(registration):
+    from hydraopt.registry import RegisteredPlugin
+
+    return RegisteredPlugin(registration, "test", "0")
