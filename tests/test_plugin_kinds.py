@@ -1,0 +1,60 @@
+"""Every plugin kind works end to end through a third-party distribution."""
+
+import numpy as np
+import pytest
+
+from hydraopt.registry import PluginRegistry
+from hydraopt.testing import check_simulator, example_patient, example_space
+
+from plugin_sources import EVERY_KIND
+
+
+@pytest.fixture
+def registry(install_distribution):
+    install_distribution("acme-cardio", "0.9.1", "acme_cardio", EVERY_KIND)
+    return PluginRegistry.discover()
+
+
+def build(registry, kind, name, **settings):
+    return registry.create(kind, name, registry.validate_settings(kind, name, settings))
+
+
+def test_simulator_conforms_and_uses_its_settings(registry):
+    plugin = registry.get("simulator", "laplace-wall-stress")
+    assert (plugin.package, plugin.version) == ("acme-cardio", "2.0")
+    designs = build(registry, "generator", "sobol").generate(
+        example_space(), 16, np.random.default_rng(0)
+    )
+    outcomes = check_simulator(
+        build(registry, "simulator", "laplace-wall-stress"), example_patient(), designs
+    )
+    higher = build(registry, "simulator", "laplace-wall-stress", systolic_pressure_mmhg=140.0)
+    raised = higher.simulate(example_patient(), designs, None)
+    assert np.all(raised["wall_stress_kpa"] > outcomes["wall_stress_kpa"])
+    thick = np.argmax(designs.thickness_mm)
+    assert outcomes["wall_stress_kpa"][thick] == outcomes["wall_stress_kpa"].min()
+
+
+def test_encoder_surrogate_and_policy(registry):
+    encoder = build(registry, "encoder", "atom-count")
+    embedding = encoder.encode(["[*]CCO[*]", "[*]c1ccc([*])[nH]1"])
+    assert embedding.shape == (2, encoder.embedding_dim)
+    assert embedding[0].tolist() == [2, 0, 1, 0]
+    space = example_space()
+    policy = build(registry, "policy", "thickest")
+    policy.space = space
+    proposals = policy.propose(example_patient(), 5, np.random.default_rng(0))
+    assert np.allclose(proposals.thickness_mm, space.parameter("thickness_mm").high)
+    surrogate = build(registry, "surrogate", "thickness-surrogate")
+    predicted = surrogate.predict(example_patient(), proposals)
+    assert predicted.units() == {"wall_stress_kpa": "kPa"}
+
+
+def test_check_simulator_catches_a_broken_simulator(registry):
+    simulator = build(registry, "simulator", "laplace-wall-stress")
+    simulator.outputs = (*simulator.outputs, simulator.outputs[0])
+    designs = build(registry, "generator", "random").generate(
+        example_space(), 4, np.random.default_rng(0)
+    )
+    with pytest.raises(AssertionError, match="duplicate output names"):
+        check_simulator(simulator, example_patient(), designs)
