@@ -2,7 +2,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+# torch first, pinned to 2.13.0, the CPU build on this project's machines (pip finds it on their
+# local wheel index); an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
 .PHONY: setup demo test lint docs clean

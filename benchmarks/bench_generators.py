@@ -24,8 +24,10 @@ def main() -> None:
 
     space = build_design_space(DesignSpaceConfig(), read_polymer_library())
     registry = PluginRegistry.discover()
-    print(f"{args.designs:,} designs over {len(space.polymers)} polymers x "
-          f"{len(space.coverages)} coverages, best of {args.repeats}")
+    print(
+        f"{args.designs:,} designs over {len(space.polymers)} polymers x "
+        f"{len(space.coverages)} coverages, best of {args.repeats}"
+    )
     print(f"{'generator':<16}{'seconds':>10}{'designs/s':>16}{'bytes/design':>14}")
     for name in registry.names("generator"):
         settings = registry.validate_settings("generator", name, {})

@@ -51,6 +51,7 @@ def _load(pipeline_file: Path):
     from hydraopt.registry import PluginRegistry
 
     registry = PluginRegistry.discover()
+    _warn_broken(registry)
     pipeline = load_pipeline(pipeline_file, registry)
     for section in sections_without_stage(pipeline.config):
         click.echo(
@@ -120,14 +121,27 @@ def plugins(kind: str | None, show_settings: bool) -> None:
         description = plugin.description
         if show_settings:
             description += "".join(
-                f"\n  {name} = {field.default!r}: {field.description or ''}"
+                f"\n  {name} = {_default_text(field)}: {field.description or ''}"
                 for name, field in plugin.registration.settings.model_fields.items()
             )
         table.add_row(plugin.kind, plugin.name, description, plugin.package, plugin.version)
     console = Console(width=max(120, Console().width))
     console.print(table)
+    _warn_broken(registry)
+
+
+def _warn_broken(registry: Any) -> None:
     for broken in registry.broken:
         click.echo(
-            f"warning: {broken.entry_point} from {broken.package} failed to load: {broken.error}",
+            f"warning: plugin {broken.entry_point} from {broken.package} was skipped: "
+            f"{broken.error}",
             err=True,
         )
+
+
+def _default_text(field: Any) -> str:
+    if field.is_required():
+        return "(required)"
+    if field.default_factory is not None:
+        return repr(field.default_factory())
+    return repr(field.default)

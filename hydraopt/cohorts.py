@@ -11,6 +11,7 @@ import csv
 import math
 from pathlib import Path
 
+from hydraopt.csv_table import read_csv_rows
 from hydraopt.domain import FEATURE_NAMES, Cohort, Patient
 from hydraopt.errors import DataError
 
@@ -20,41 +21,32 @@ MAX_REPORTED_PROBLEMS = 25
 
 def read_cohort_csv(path: Path) -> Cohort:
     """Load and validate a cohort; every bad cell is reported at once."""
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the cohort file ({exc.strerror})") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in reader.fieldnames or []]
-        required = ["patient_id", *(n for n in FEATURE_NAMES if n not in OPTIONAL_COLUMNS)]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {', '.join(missing)}; a cohort CSV needs "
-                f"{', '.join(['patient_id', *FEATURE_NAMES])}"
+    header, rows = read_csv_rows(path, "cohort file")
+    required = ["patient_id", *(n for n in FEATURE_NAMES if n not in OPTIONAL_COLUMNS)]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; a cohort CSV needs "
+            f"{', '.join(['patient_id', *FEATURE_NAMES])}"
+        )
+    problems: list[str] = []
+    patients: list[Patient] = []
+    first_row_of: dict[str, int] = {}
+    for line, row in rows:
+        patient = _parse_row(path, line, row, problems)
+        if patient is None:
+            continue
+        if patient.patient_id in first_row_of:
+            problems.append(
+                f"{path}:{line}: column patient_id: duplicate id {patient.patient_id!r} "
+                f"(first on line {first_row_of[patient.patient_id]})"
             )
-        problems: list[str] = []
-        patients: list[Patient] = []
-        first_row_of: dict[str, int] = {}
-        for raw in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            line = reader.line_num
-            patient = _parse_row(path, line, row, problems)
-            if patient is None:
-                continue
-            if patient.patient_id in first_row_of:
-                problems.append(
-                    f"{path}:{line}: column patient_id: duplicate id {patient.patient_id!r} "
-                    f"(first on line {first_row_of[patient.patient_id]})"
-                )
-                continue
-            first_row_of[patient.patient_id] = line
-            problems.extend(
-                f"{path}:{line}: patient {patient.patient_id!r}: column {p}"
-                for p in patient.problems()
-            )
-            patients.append(patient)
+            continue
+        first_row_of[patient.patient_id] = line
+        problems.extend(
+            f"{path}:{line}: patient {patient.patient_id!r}: column {p}" for p in patient.problems()
+        )
+        patients.append(patient)
     if problems:
         shown = problems[:MAX_REPORTED_PROBLEMS]
         more = len(problems) - len(shown)

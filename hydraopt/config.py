@@ -30,7 +30,8 @@ CoveragePattern = Literal["scar_only", "scar_bz25", "scar_bz50", "scar_bz100"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not an integer and 1e3 is not a count; finite: no inf or nan bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StudyConfig(Section):
@@ -65,10 +66,16 @@ class CohortConfig(Section):
 
     @model_validator(mode="after")
     def _source_needs_its_keys(self) -> CohortConfig:
-        if self.source == "csv" and self.path is None:
-            raise ValueError("source = 'csv' needs path = 'cohort.csv'")
-        if self.source == "synthetic" and self.n_patients is None:
-            raise ValueError("source = 'synthetic' needs n_patients")
+        if self.source == "csv":
+            if self.path is None:
+                raise ValueError("source = 'csv' needs path = 'cohort.csv'")
+            if self.n_patients is not None or "chronic_fraction" in self.model_fields_set:
+                raise ValueError("n_patients and chronic_fraction apply to synthetic cohorts only")
+        if self.source == "synthetic":
+            if self.n_patients is None:
+                raise ValueError("source = 'synthetic' needs n_patients")
+            if self.path is not None:
+                raise ValueError("path applies to source = 'csv' only")
         return self
 
 
@@ -89,15 +96,16 @@ class RangeConfig(Section):
     min: float = Field(description="Lower bound, in the parameter's unit.")
     max: float = Field(description="Upper bound; must exceed min.")
     scale: Literal["linear", "log"] = Field(
-        description="Sampling scale; 'log' (needs min > 0) spreads designs evenly per decade."
+        description="Sampling scale; 'log' spreads designs evenly per decade."
     )
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeConfig:
+        # Stiffness, half-life, conductivity and thickness are all strictly positive.
+        if self.min <= 0:
+            raise ValueError(f"min must be positive, got {self.min:g}")
         if not self.min < self.max:
             raise ValueError(f"min ({self.min:g}) must be smaller than max ({self.max:g})")
-        if self.scale == "log" and self.min <= 0:
-            raise ValueError(f"a log scale needs min > 0, got {self.min:g}")
         return self
 
 
@@ -281,10 +289,13 @@ def load_pipeline(path: Path, registry: Any | None = None) -> Pipeline:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the pipeline file ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text ({exc.reason})"]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_error(path, exc)]) from None
+        raise ConfigError([_syntax_error(path, exc, text)]) from None
     lines = key_lines(text)
 
     def where(loc: tuple[str | int, ...]) -> str:
@@ -304,8 +315,12 @@ def load_pipeline(path: Path, registry: Any | None = None) -> Pipeline:
     return pipeline
 
 
-def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError, text: str) -> str:
     message = str(exc)
+    if message.endswith("(at end of document)"):
+        line = text.count("\n") + (0 if text.endswith("\n") else 1)
+        reason = message.removesuffix("(at end of document)").strip()
+        return f"{path}:{line}: TOML syntax error: {reason} (at the end of the file)"
     # tomllib ends its messages with "(at line L, column C)".
     marker = message.rfind("(at line ")
     if marker >= 0:
@@ -334,7 +349,7 @@ def _describe(
             if close:
                 message += f"; did you mean {close[0]!r}?"
             if allowed:
-                message += f" Expected one of: {', '.join(allowed)}"
+                message += f"{'' if close else '.'} Expected one of: {', '.join(allowed)}."
         elif error["type"] == "missing":
             message = "required key is missing"
         else:
@@ -392,7 +407,27 @@ def _check_files(pipeline: Pipeline, where: Any) -> list[str]:
             problems.append(
                 f"{where(loc)}: {_dotted(loc)}: no such file {str(pipeline.resolve(value))!r}"
             )
+    if not problems:
+        problems += _check_polymers(pipeline, where)
     return problems
+
+
+def _check_polymers(pipeline: Pipeline, where: Any) -> list[str]:
+    """The library must load (PSMILES checked) and hold every polymer ``include`` names."""
+    from hydraopt.polymer_library import read_polymer_library
+
+    section = pipeline.config.polymers
+    library_path = pipeline.resolve(section.library) if section.library else None
+    try:
+        names = set(read_polymer_library(library_path).names)
+    except HydraoptError as exc:
+        return [f"{where(('polymers', 'library'))}: polymers.library: {exc}"]
+    return [
+        f"{where(('polymers', 'include'))}: polymers.include[{i}]: no polymer {name!r} in the "
+        f"library (it has: {', '.join(sorted(names))})"
+        for i, name in enumerate(section.include or [])
+        if name not in names
+    ]
 
 
 def _check_plugins(pipeline: Pipeline, registry: Any, where: Any) -> list[str]:

@@ -172,8 +172,9 @@ def run_pipeline(
     ran, skipped = [], []
     for stage in stages:
         context = _prepare(stage, pipeline, registry, store, reporter)
-        if stage.name in redo:
+        if stage.name in redo:  # redo from scratch: no record, no partial work
             store.forget_stage(stage.name)
+            store.clear_work(stage.name)
         elif store.is_complete(stage.name, context.fingerprint):
             reporter.stage_skipped(stage.name, "finished earlier with the same inputs")
             store.journal("stage_skipped", stage=stage.name, fingerprint=context.fingerprint)

@@ -25,9 +25,10 @@ class PluginSettings(BaseModel):
     """Base for plugin settings models: unknown keys are errors, values are immutable.
 
     Give every field a ``description``: it is shown by ``hydraopt plugins --settings``.
+    Validation is strict (``true`` is not an integer) and rejects inf and nan.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class NoSettings(PluginSettings):

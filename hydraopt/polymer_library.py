@@ -6,11 +6,11 @@ load and must carry exactly two ``[*]`` end points, so a typo is caught before a
 
 from __future__ import annotations
 
-import csv
 import math
 from importlib import resources
 from pathlib import Path
 
+from hydraopt.csv_table import read_csv_rows
 from hydraopt.domain import DEGRADATION_MODES, POLYMER_CATEGORIES, Polymer, PolymerLibrary
 from hydraopt.domain.polymer import PropertyRange
 from hydraopt.errors import DataError
@@ -39,28 +39,18 @@ def bundled_library_path() -> Path:
 def read_polymer_library(path: Path | None = None) -> PolymerLibrary:
     """Load a polymer library CSV (the bundled one when ``path`` is None)."""
     path = path or bundled_library_path()
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the polymer library ({exc.strerror})") from None
+    header, rows = read_csv_rows(path, "polymer library")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
     problems: list[str] = []
-    polymers: list[Polymer] = []
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-        for row in reader:
-            polymer = _parse_row(f"{path}:{reader.line_num}", row, problems)
-            if polymer is not None:
-                polymers.append(polymer)
+    polymers = [_parse_row(f"{path}:{line}", row, problems) for line, row in rows]
     if problems:
         raise DataError("\n".join(problems))
-    return PolymerLibrary(tuple(polymers), source=str(path))
+    return PolymerLibrary(tuple(p for p in polymers if p is not None), source=str(path))
 
 
 def _parse_row(where: str, row: dict[str, str], problems: list[str]) -> Polymer | None:
-    row = {k: (v or "").strip() for k, v in row.items() if k}
     name = row["name"]
     where = f"{where}: polymer {name!r}" if name else where
     before = len(problems)

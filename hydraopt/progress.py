@@ -39,9 +39,10 @@ class Reporter:
 
     @contextlib.contextmanager
     def task(
-        self, description: str, total: int, unit: str = "items"
+        self, description: str, total: int, unit: str = "items", done: int = 0
     ) -> Iterator[Callable[[int], None]]:
-        """A progress bar over ``total`` units; yields ``advance(k)``. Shows the rate too."""
+        """A progress bar over ``total`` units, ``done`` of them finished by an earlier run;
+        yields ``advance(k)``. The rate counts only the work done now."""
         if self.quiet:
             yield lambda k=1: None
             return
@@ -55,12 +56,12 @@ class Reporter:
         )
         start = time.perf_counter()
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(description, total=total, rate="-")
+            task_id = progress.add_task(description, total=total, completed=done, rate="-")
 
             def advance(k: int = 1) -> None:
                 progress.advance(task_id, k)
-                done = progress.tasks[0].completed
+                done_now = progress.tasks[0].completed - done
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                progress.update(task_id, rate=f"{done / elapsed:,.0f}")
+                progress.update(task_id, rate=f"{done_now / elapsed:,.0f}")
 
             yield advance

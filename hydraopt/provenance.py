@@ -54,6 +54,6 @@ def provenance_record(
         "inputs": inputs,
         "packages": package_versions(),
         "platform": f"{platform.system()} {platform.machine()}",
-        "command": " ".join(sys.argv[:1] + sys.argv[1:]),
+        "command": " ".join(sys.argv),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -116,13 +116,7 @@ class PluginRegistry:
             )
         for label, plugin in (extra or {}).items():
             _register(manager, plugin, label, sources, _Source(label, "local"))
-        try:
-            manager.check_pending()
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(
-                f"plugin {manager.get_name(exc.plugin)} implements a hook hydraopt does not "
-                f"define: {exc}"
-            ) from None
+        broken += _drop_unknown_hooks(manager, sources)
         registered, hook_errors = _collect(manager, sources)
         return cls(registered, [*broken, *hook_errors])
 
@@ -141,8 +135,7 @@ class PluginRegistry:
         available = sorted(plugins)
         message = f"no {kind} plugin named {name!r}"
         close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
-        if close:
-            message += f"; did you mean {close[0]!r}?"
+        message += f"; did you mean {close[0]!r}?" if close else "."
         message += f" Available {kind} plugins: {', '.join(available) or 'none installed'}."
         if self.broken:
             message += " These plugin entry points failed to load and may provide it: " + "; ".join(
@@ -161,7 +154,8 @@ class PluginRegistry:
         interface = PLUGIN_INTERFACES[kind]
         if not isinstance(instance, interface):
             raise PluginError(
-                f"{kind} plugin {name!r} from {plugin.package} built a {type(instance).__name__}, "
+                f"{kind} plugin {name!r} from {plugin.package} built an instance of "
+                f"{type(instance).__name__}, "
                 f"which does not implement hydraopt's {interface.__name__} interface"
             )
         return instance
@@ -184,6 +178,24 @@ def _register(
         return
     manager.register(plugin, name=name)
     sources[name] = source
+
+
+def _drop_unknown_hooks(
+    manager: pluggy.PluginManager, sources: Mapping[str, _Source]
+) -> list[BrokenPlugin]:
+    """Unregister plugins implementing a hook hydraopt does not define (a typo such as
+    ``hydraopt_simulator``): reported, never silently ignored, and never fatal to the rest."""
+    dropped = []
+    while True:
+        try:
+            manager.check_pending()
+            return dropped
+        except pluggy.PluginValidationError as exc:
+            name = manager.get_name(exc.plugin)
+            manager.unregister(exc.plugin)
+            error = f"implements a hook hydraopt does not define: {exc}"
+            log.warning("skipping plugin %s: %s", name, error)
+            dropped.append(BrokenPlugin(name, sources[name].package, error))
 
 
 def _collect(

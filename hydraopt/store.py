@@ -43,8 +43,14 @@ class RunStore:
         self.journal_path = run_dir / "journal.jsonl"
 
     def create(self) -> None:
-        for folder in (self.artifacts_dir, self.stages_dir, self.work_root):
-            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for folder in (self.artifacts_dir, self.stages_dir, self.work_root):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the run directory {self.run_dir} ({exc.strerror}); "
+                "check study.output_dir"
+            ) from None
 
     def artifact_path(self, name: str) -> Path:
         return self.artifacts_dir / f"{name}.h5"

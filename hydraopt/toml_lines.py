@@ -10,17 +10,23 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+# A key part: bare, "basic" (with backslash escapes) or 'literal'.
+_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(
-    r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
-)
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 Path = tuple[str | int, ...]
 
 
 def _split_key(dotted: str) -> list[str]:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", dotted)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+    parts = re.findall(_PART, dotted)
+    return [_unquote(p) for p in parts]
+
+
+def _unquote(part: str) -> str:
+    if part.startswith('"'):
+        return part[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return part[1:-1] if part.startswith("'") else part
 
 
 def key_lines(text: str) -> dict[Path, int]:
@@ -29,7 +35,8 @@ def key_lines(text: str) -> dict[Path, int]:
     table: Path = ()
     array_counts: dict[Path, int] = {}
     in_multiline: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    # TOML lines end at \n only (splitlines would also split at U+2028 and friends).
+    for number, line in enumerate(text.split("\n"), start=1):
         if in_multiline:
             if line.count(in_multiline) % 2 == 1:
                 in_multiline = None
@@ -48,7 +55,9 @@ def key_lines(text: str) -> dict[Path, int]:
             continue
         key = _KEY.match(line)
         if key:
-            lines.setdefault((*table, *_split_key(key.group(1))), number)
+            parts = _split_key(key.group(1))
+            for end in range(1, len(parts) + 1):  # a.b.c = 1 also defines a and a.b here
+                lines.setdefault((*table, *parts[:end]), number)
             for quote in ('"""', "'''"):
                 if line.count(quote) % 2 == 1:
                     in_multiline = quote

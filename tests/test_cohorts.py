@@ -40,8 +40,30 @@ def test_stress_concentration_column_is_optional(tmp_path):
 
 def test_missing_column_is_named(tmp_path):
     header = HEADER.replace(",gls_pct", "")
+    row = ROW_A.replace(",-11.4", "")
     with pytest.raises(DataError, match=r"cohort.csv: missing column\(s\) gls_pct"):
-        read_cohort_csv(write(tmp_path, header, ROW_A))
+        read_cohort_csv(write(tmp_path, header, row))
+
+
+def test_row_with_extra_cells_names_the_line(tmp_path):
+    with pytest.raises(
+        DataError, match=r"cohort.csv:3: the row has 13 cells but the header has 12"
+    ):
+        read_cohort_csv(write(tmp_path, HEADER, ROW_A, ROW_B + ",x"))
+
+
+def test_repeated_column_is_an_error(tmp_path):
+    with pytest.raises(
+        DataError, match=r"cohort.csv:1: column\(s\) lvef_pct appear more than once"
+    ):
+        read_cohort_csv(write(tmp_path, HEADER + ",lvef_pct", ROW_A + ",38"))
+
+
+def test_non_utf8_file_names_the_line(tmp_path):
+    path = tmp_path / "cohort.csv"
+    path.write_bytes((HEADER + "\n" + ROW_A + "\nP\xff2" + ROW_B[3:] + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"cohort.csv:3: the cohort file is not UTF-8 text"):
+        read_cohort_csv(path)
 
 
 def test_missing_value_names_row_and_column(tmp_path):

@@ -185,3 +185,70 @@ def test_unknown_simulator_table_is_reported(write_pipeline, registry):
 def test_unreadable_file(tmp_path):
     [problem] = problems_of(tmp_path / "missing.toml")
     assert "cannot read the pipeline file" in problem
+
+
+def test_line_numbers_of_dotted_and_quoted_keys():
+    from hydraopt.toml_lines import key_lines, line_of
+
+    text = (
+        "[design_space]\n"
+        "# a comment with \u2028 a line separator\n"
+        '"stiffness_kpa".min = 9\n'
+        "stiffness_kpa.max = 1\n"
+        '"thick\\"ness" = 2\n'
+        "[[screen.filters]]\n"
+        "plugin = 'a'\n"
+        "[[screen.filters]]\n"
+        "plugin = 'b'\n"
+    )
+    lines = key_lines(text)
+    assert line_of(lines, ("design_space", "stiffness_kpa")) == 3
+    assert line_of(lines, ("design_space", "stiffness_kpa", "max")) == 4
+    assert line_of(lines, ("design_space", 'thick"ness')) == 5
+    assert line_of(lines, ("screen", "filters", 1, "plugin")) == 9
+
+
+def test_strict_types_and_finite_positive_bounds(write_pipeline):
+    path = write_pipeline("""\
+        [study]
+        name = "x"
+        seed = true
+        [cohort]
+        n_patients = 2
+        [design_space]
+        thickness_mm = { min = 0.1, max = inf, scale = "linear" }
+        conductivity_s_per_m = { min = -1.0, max = 0.5, scale = "linear" }
+        """)
+    problems = problems_of(path)
+    assert problems[0].startswith(f"{path}:3: study.seed: Input should be a valid integer")
+    assert any(
+        p.startswith(f"{path}:7: design_space.thickness_mm.max: Input should be a finite")
+        for p in problems
+    )
+    assert f"{path}:8: design_space.conductivity_s_per_m: min must be positive, got -1" in problems
+
+
+def test_keys_of_the_other_cohort_source_are_rejected(write_pipeline):
+    path = write_pipeline('[study]\nname = "x"\n[cohort]\nn_patients = 2\npath = "c.csv"\n')
+    [problem] = problems_of(path)
+    assert problem == f"{path}:3: cohort: path applies to source = 'csv' only"
+
+
+def test_unknown_included_polymer_is_caught_by_validate(write_pipeline):
+    path = write_pipeline(
+        '[study]\nname = "x"\n[cohort]\nn_patients = 2\n[polymers]\ninclude = ["gelma", "nope"]\n'
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:6: polymers.include[1]: no polymer 'nope' in the library")
+
+
+def test_syntax_error_at_the_end_of_the_file(write_pipeline):
+    path = write_pipeline('[study]\nname = "x')
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:2: TOML syntax error")
+
+
+def test_non_utf8_pipeline_file(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_bytes(b'[study]\nname = "t\xff"\n')
+    assert problems_of(path) == [f"{path}:2: not UTF-8 text (invalid start byte)"]

@@ -137,3 +137,55 @@ def test_process_pool_gives_the_same_designs(write_pipeline, registry):
     a, b = designs_of(inline.run_dir), designs_of(pooled.run_dir)
     for pid in a:
         np.testing.assert_array_equal(a[pid]["stiffness_kpa"], b[pid]["stiffness_kpa"])
+
+
+def test_force_discards_partial_work(write_pipeline, registry, monkeypatch):
+    path = write_pipeline()
+    real = designs_stage.generate_patient_designs
+    calls = []
+
+    def dies_on_the_second(job):
+        if calls:
+            raise KeyboardInterrupt("killed")
+        calls.append(job.patient_id)
+        return real(job)
+
+    monkeypatch.setattr(designs_stage, "generate_patient_designs", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run(path, registry)
+    redone = []
+    monkeypatch.setattr(
+        designs_stage, "generate_patient_designs", lambda job: redone.append(job) or real(job)
+    )
+    run(path, registry, force=True)
+    assert len(redone) == 3
+
+
+def test_generator_that_cannot_deliver_is_a_user_error(write_pipeline, registry):
+    text = QUICK_PIPELINE.replace(
+        'generator = { plugin = "sobol" }',
+        'generator = { plugin = "grid", stiffness_kpa = 1, t50_days = 1, '
+        "conductivity_s_per_m = 1, thickness_mm = 1 }",
+    ).replace("designs_per_patient = 16", "designs_per_patient = 1000")
+    with pytest.raises(HydraoptError, match=r"dataset.generator \(grid\): the grid holds 96"):
+        run(write_pipeline(text), registry)
+
+
+def test_unwritable_output_dir_is_a_user_error(write_pipeline, registry, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    text = QUICK_PIPELINE.replace('output_dir = "runs"', 'output_dir = "taken"')
+    with pytest.raises(HydraoptError, match="cannot create the run directory"):
+        run(write_pipeline(text), registry)
+
+
+def test_artifacts_are_readable_by_others(write_pipeline, registry):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        summary = run(write_pipeline(), registry)
+    finally:
+        os.umask(previous)
+    mode = (summary.run_dir / "artifacts" / "designs.h5").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o644

@@ -77,7 +77,7 @@ def test_broken_entry_point_is_skipped_and_reported(install_distribution):
         registry.get("simulator", "fancy-fem")
 
 
-def test_misspelled_hook_is_an_error(install_distribution):
+def test_misspelled_hook_is_reported_and_skipped(install_distribution):
     source = """
 from hydraopt import hookimpl
 
@@ -86,8 +86,25 @@ def hydraopt_simulator():
     return []
 """
     install_distribution("typo-pkg", "1.0", "typo_mod", source)
-    with pytest.raises(PluginError, match="hydraopt_simulator"):
-        PluginRegistry.discover()
+    registry = PluginRegistry.discover()
+    assert registry.get("generator", "sobol")
+    [broken] = registry.broken
+    assert broken.package == "typo-pkg"
+    assert "hydraopt_simulator" in broken.error and "does not define" in broken.error
+
+
+def test_plugin_objects_can_be_registered_from_a_script():
+    import types
+
+    from hydraopt import hookimpl
+
+    module = types.SimpleNamespace(
+        hydraopt_generators=hookimpl(
+            lambda: [GeneratorPlugin(name="my-grid", factory=dict, description="x")]
+        )
+    )
+    plugin = PluginRegistry.discover(extra={"my-study": module}).get("generator", "my-grid")
+    assert (plugin.package, plugin.version) == ("my-study", "local")
 
 
 def test_wrong_registration_type_is_reported(install_distribution):

@@ -2,7 +2,6 @@
 
 from hydraopt.domain.design import (
     CONTINUOUS_FIELDS,
-    COVERAGE_BZ_FRACTION,
     COVERAGE_PATTERNS,
     DEFAULT_PARAMETERS,
     ContinuousParameter,
@@ -27,7 +26,6 @@ from hydraopt.domain.polymer import (
 
 __all__ = [
     "CONTINUOUS_FIELDS",
-    "COVERAGE_BZ_FRACTION",
     "COVERAGE_PATTERNS",
     "DEFAULT_PARAMETERS",
     "DEGRADATION_MODES",

@@ -17,13 +17,6 @@ from hydraopt.domain.polymer import PolymerLibrary
 
 # Global order: a coverage index is stable whatever subset a study allows.
 COVERAGE_PATTERNS: tuple[str, ...] = ("scar_only", "scar_bz25", "scar_bz50", "scar_bz100")
-# Fraction of the border zone that each pattern covers in addition to the scar.
-COVERAGE_BZ_FRACTION: Mapping[str, float] = {
-    "scar_only": 0.0,
-    "scar_bz25": 0.25,
-    "scar_bz50": 0.5,
-    "scar_bz100": 1.0,
-}
 Scale = Literal["linear", "log"]
 
 

@@ -7,7 +7,7 @@ scales (designs, candidates, outcomes) is columnar, see :mod:`hydraopt.domain.de
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -88,7 +88,6 @@ PATIENT_FEATURES: tuple[PatientFeature, ...] = (
     ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in PATIENT_FEATURES)
-FEATURES_BY_NAME: Mapping[str, PatientFeature] = {f.name: f for f in PATIENT_FEATURES}
 
 # Clinical EF and volumes come from one modality; larger gaps mean a unit or column mix-up.
 EF_CONSISTENCY_TOLERANCE_PCT = 5.0
@@ -156,9 +155,6 @@ class Patient:
         if found:
             raise DataError(f"patient {self.patient_id!r}: " + "; ".join(found))
         return self
-
-
-PATIENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Patient))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ properties and never from its name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,10 +65,6 @@ class Polymer:
     degradation_mode: DegradationMode
     sources: tuple[str, ...]
 
-    @property
-    def category_id(self) -> int:
-        return POLYMER_CATEGORIES.index(self.category)
-
 
 @dataclass(frozen=True)
 class PolymerLibrary:
@@ -97,10 +93,6 @@ class PolymerLibrary:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.polymers)
-
-    @property
-    def by_name(self) -> Mapping[str, Polymer]:
-        return {p.name: p for p in self.polymers}
 
     def index(self, name: str) -> int:
         try:

@@ -16,6 +16,7 @@ import numpy as np
 
 from hydraopt.config import PipelineConfig, build_design_space
 from hydraopt.domain import COVERAGE_PATTERNS, Cohort, DesignBatch, DesignSpace
+from hydraopt.errors import HydraoptError
 from hydraopt.pipeline import Stage, StageContext
 from hydraopt.plugin_types import Generator
 from hydraopt.polymer_library import library_from_columns
@@ -89,12 +90,19 @@ def _run(context: StageContext) -> None:
     todo = [job for job in jobs if not job.output.exists()]
     if len(todo) < len(jobs):
         context.reporter.say(f"  resuming: {len(jobs) - len(todo)} patients already done")
-    with context.reporter.task("patients", total=len(jobs), unit="patients") as advance:
-        advance(len(jobs) - len(todo))
-        for _job, _path in context.executor(len(todo)).map_unordered(
-            generate_patient_designs, todo
-        ):
-            advance(1)
+    with context.reporter.task(
+        "patients", total=len(jobs), unit="patients", done=len(jobs) - len(todo)
+    ) as advance:
+        try:
+            for _job, _path in context.executor(len(todo)).map_unordered(
+                generate_patient_designs, todo
+            ):
+                advance(1)
+        except ValueError as exc:  # the generator cannot make what the settings ask for
+            raise HydraoptError(
+                f"{context.pipeline.path}: dataset.generator "
+                f"({config.dataset.generator.plugin}): {exc}"
+            ) from None
     tables = {f"designs/{job.patient_id}": read_h5_table(job.output, "designs") for job in jobs}
     # Checks the gathered columns against the space before they become the artifact.
     for table in tables.values():
