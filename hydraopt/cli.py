@@ -99,7 +99,9 @@ def run(pipeline_file: Path, from_stage: str | None, force: bool, quiet: bool) -
 @main.command()
 @click.option(
     "--kind",
-    type=click.Choice(["simulator", "encoder", "surrogate", "policy", "filter", "generator"]),
+    type=click.Choice(
+        ["mesher", "simulator", "encoder", "surrogate", "policy", "filter", "generator"]
+    ),
     help="Only this kind.",
 )
 @click.option("--settings", "show_settings", is_flag=True, help="Also list each plugin's settings.")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         EncoderPlugin,
         FilterPlugin,
         GeneratorPlugin,
+        MesherPlugin,
         PolicyPlugin,
         SimulatorPlugin,
         SurrogatePlugin,
@@ -40,12 +41,37 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
+def hydraopt_meshers() -> Iterable[MesherPlugin]:
+    """Register patient mesh builders (an ellipsoid LV sized to the patient, an image-based
+    pipeline, ...).
+
+    A mesher's factory returns a :class:`hydraopt.plugin_types.Mesher`:
+    ``build(patient, workdir) -> PatientMesh``, a tetrahedral LV tagged with regions, AHA
+    segments, fibres and hydrogel treatment regions.
+
+    :return: the meshers this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def hydraopt_meshers():
+            yield MesherPlugin(
+                name="mri-lv",
+                factory=MriMesher,             # reads segmentations, imports its libraries
+                settings=MriMesherSettings,
+                description="LV mesh from the patient's cine and LGE MRI",
+            )
+    """
+
+
+@hookspec
 def hydraopt_simulators() -> Iterable[SimulatorPlugin]:
     """Register physics simulators (mechanics, electrophysiology, ...).
 
     A simulator's factory takes its validated settings and returns an object following
     :class:`hydraopt.plugin_types.Simulator`: it declares its outputs with units and evaluates a
-    batch of designs for one patient, ``simulate(patient, designs, workdir) -> Outcomes``.
+    batch of designs on one patient's mesh,
+    ``simulate(patient, mesh, designs, workdir) -> Outcomes``.
 
     :return: the simulators this plugin provides.
 

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from hydraopt.domain import DesignBatch, DesignSpace, Outcomes, OutputSpec, Patient
+from hydraopt.domain.mesh import PatientMesh
 
 PLUGIN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -67,6 +68,11 @@ class PluginRegistration:
 
 
 @dataclass(frozen=True)
+class MesherPlugin(PluginRegistration):
+    kind: ClassVar[str] = "mesher"
+
+
+@dataclass(frozen=True)
 class SimulatorPlugin(PluginRegistration):
     kind: ClassVar[str] = "simulator"
 
@@ -98,6 +104,7 @@ class GeneratorPlugin(PluginRegistration):
 
 # kind -> (hook name, registration type), in the order `hydraopt plugins` lists them.
 PLUGIN_KINDS: dict[str, tuple[str, type[PluginRegistration]]] = {
+    "mesher": ("hydraopt_meshers", MesherPlugin),
     "simulator": ("hydraopt_simulators", SimulatorPlugin),
     "encoder": ("hydraopt_encoders", EncoderPlugin),
     "surrogate": ("hydraopt_surrogates", SurrogatePlugin),
@@ -105,6 +112,14 @@ PLUGIN_KINDS: dict[str, tuple[str, type[PluginRegistration]]] = {
     "filter": ("hydraopt_filters", FilterPlugin),
     "generator": ("hydraopt_generators", GeneratorPlugin),
 }
+
+
+@runtime_checkable
+class Mesher(Protocol):
+    """Builds a patient's tagged LV mesh; deterministic for the same patient and settings.
+    ``workdir`` (may be None) is a folder for scratch files."""
+
+    def build(self, patient: Patient, workdir: Path | None = None) -> PatientMesh: ...
 
 
 @runtime_checkable
@@ -120,7 +135,9 @@ class Simulator(Protocol):
 
     outputs: tuple[OutputSpec, ...]
 
-    def simulate(self, patient: Patient, designs: DesignBatch, workdir: Path) -> Outcomes: ...
+    def simulate(
+        self, patient: Patient, mesh: PatientMesh, designs: DesignBatch, workdir: Path
+    ) -> Outcomes: ...
 
 
 @runtime_checkable
@@ -163,6 +180,7 @@ class Filter(Protocol):
 
 
 PLUGIN_INTERFACES: dict[str, type] = {
+    "mesher": Mesher,
     "simulator": Simulator,
     "encoder": Encoder,
     "surrogate": Surrogate,

@@ -78,6 +78,13 @@ POPULATIONS: dict[str, PopulationStatistics] = {
     ),
 }
 
+# Resting stroke volume of these patients, mL: EDV x EF outside it would need a cardiac output
+# (at 75 beats/min) below 3 or above 6.4 L/min (assumed from the normal 60-100 mL and the
+# lower values of heart failure).
+STROKE_VOLUME_RANGE_ML = (40.0, 85.0)
+# At least this share of the myocardium stays remote (neither scar nor border zone).
+MIN_REMOTE_PCT = 30.0
+
 # Infarct size, % of LV mass: Gamma(k=1.45, theta=15.2) fits the pooled STEMI CMR median 17.9%
 # (IQR 8.0-29.8) of Stone2016; hydrogel candidates have large infarcts, so truncate to 15-60%.
 SCAR_GAMMA_SHAPE = 1.45
@@ -87,8 +94,11 @@ SCAR_RANGE_PCT = (15.0, 60.0)
 # "% periphery"; the spread is assumed). Border zone is capped by the feature's valid range.
 BZ_SHARE_BETA = (5.18, 9.62)
 BZ_RANGE_PCT = (2.0, 40.0)
-# Mean transmurality within infarcted segments, Beta(3.9, 2.6): mean 0.6 (Kim2000; assumed shape).
+# Mean transmurality within infarcted segments, Beta(3.9, 2.6): mean 0.6 (Kim2000; assumed shape),
+# conditioned on the infarct covering at most MAX_INFARCT_EXTENT of the LV wall's area
+# (extent = scar fraction / transmurality).
 TRANSMURALITY_BETA = (3.9, 2.6)
+MAX_INFARCT_EXTENT = 0.6
 # |GLS| = 0.57 + 0.285 * EF + N(0, 2.7): moment-matched to Delgado2008 (|GLS| 11.1 +/- 4.8 at
 # EF 37 +/- 14); gives about -11% in STEMI, -8% in HFrEF (Ersboll2013's -14% threshold above).
 GLS_INTERCEPT_PCT = 0.57
@@ -141,11 +151,20 @@ def _draw_population(
             for s in scar
         ]
     )
-    edv = _truncated(
-        rng,
-        lambda k: stats.edv_median_ml * np.exp(rng.normal(0, np.log(stats.edv_geometric_sd), k)),
-        *stats.edv_range_ml,
-        n,
+    # EDV is drawn given EF so that the stroke volume stays in the resting range.
+    edv = np.array(
+        [
+            _truncated(
+                rng,
+                lambda k: (
+                    stats.edv_median_ml * np.exp(rng.normal(0, np.log(stats.edv_geometric_sd), k))
+                ),
+                max(stats.edv_range_ml[0], STROKE_VOLUME_RANGE_ML[0] / (e / 100.0)),
+                min(stats.edv_range_ml[1], STROKE_VOLUME_RANGE_ML[1] / (e / 100.0)),
+                1,
+            )[0]
+            for e in ef
+        ]
     )
     gls = np.array(
         [
@@ -158,7 +177,11 @@ def _draw_population(
             for e in ef
         ]
     )
-    bz = np.clip(rng.beta(*BZ_SHARE_BETA, n) * scar, *BZ_RANGE_PCT)
+    bz = np.clip(
+        rng.beta(*BZ_SHARE_BETA, n) * scar,
+        BZ_RANGE_PCT[0],
+        np.minimum(BZ_RANGE_PCT[1], 100.0 - MIN_REMOTE_PCT - scar),
+    )
     wall = _truncated(
         rng,
         lambda k: rng.normal(stats.wall_thickness_mean_mm, stats.wall_thickness_sd_mm, k),
@@ -189,7 +212,18 @@ def _draw_population(
         "bz_stress_kpa": healthy * concentration,
         "healthy_stress_kpa": healthy,
         "stress_concentration": concentration,
-        "transmurality": rng.beta(*TRANSMURALITY_BETA, n),
+        "transmurality": np.array(
+            [
+                _truncated(
+                    rng,
+                    lambda k: rng.beta(*TRANSMURALITY_BETA, k),
+                    s / 100.0 / MAX_INFARCT_EXTENT,
+                    1.0,
+                    1,
+                )[0]
+                for s in scar
+            ]
+        ),
         "wall_thickness_mm": wall,
     }
 

@@ -25,7 +25,14 @@ from hydraopt.domain import (
     PolymerLibrary,
     PropertyRange,
 )
-from hydraopt.plugin_types import Generator, Simulator
+from hydraopt.domain.mesh import (
+    REGION_BORDER_ZONE,
+    REGION_REMOTE,
+    REGION_SCAR,
+    PatientMesh,
+    treatment_field,
+)
+from hydraopt.plugin_types import Generator, Mesher, Simulator
 
 
 def example_space() -> DesignSpace:
@@ -94,13 +101,123 @@ def check_generator(generator: Generator, space: DesignSpace, n: int = 64) -> De
     return first
 
 
+def example_mesh(
+    patient: Patient | None = None, cells: tuple[int, int, int] = (8, 8, 3)
+) -> PatientMesh:
+    """A slab of myocardium (40 x 40 mm, the patient's wall thickness) cut into tetrahedra,
+    with every cell data field a simulator needs: a scar at the centre of its endocardial
+    face, surrounded by border zone, fibres rotating from +60 to -60 degrees through the wall.
+    It needs no mesher and is meant for conformance tests, not for physics."""
+    patient = patient or example_patient()
+    nx, ny, nz = cells
+    size = np.array([0.04, 0.04, patient.wall_thickness_mm * 1e-3])
+    grid = np.stack(
+        np.meshgrid(
+            *(np.linspace(0, s, k + 1) for s, k in zip(size, cells, strict=True)), indexing="ij"
+        ),
+        axis=-1,
+    ).reshape(-1, 3)
+    index = np.arange(len(grid)).reshape(nx + 1, ny + 1, nz + 1)
+    cubes = np.stack(
+        [
+            index[:-1, :-1, :-1],
+            index[1:, :-1, :-1],
+            index[1:, 1:, :-1],
+            index[:-1, 1:, :-1],
+            index[:-1, :-1, 1:],
+            index[1:, :-1, 1:],
+            index[1:, 1:, 1:],
+            index[:-1, 1:, 1:],
+        ],
+        axis=-1,
+    ).reshape(-1, 8)
+    # Six tetrahedra per cube around the main diagonal 0-6.
+    split = [[0, 1, 2, 6], [0, 2, 3, 6], [0, 3, 7, 6], [0, 7, 4, 6], [0, 4, 5, 6], [0, 5, 1, 6]]
+    tetrahedra = cubes[:, split].reshape(-1, 4)
+    centroids = grid[tetrahedra].mean(axis=1)
+    depth = centroids[:, 2] / size[2]
+    radius = np.hypot(centroids[:, 0] - size[0] / 2, centroids[:, 1] - size[1] / 2)
+    scar = (radius < 0.012) & (depth <= patient.transmurality)
+    border = ~scar & (radius < 0.016)
+    region = np.where(scar, REGION_SCAR, np.where(border, REGION_BORDER_ZONE, REGION_REMOTE))
+    helix = np.radians(60.0 - 120.0 * depth)
+    fibres = np.stack([np.cos(helix), np.sin(helix), np.zeros_like(helix)], axis=1)
+    surfaces = {
+        "endo": _quad_triangles(index[:, :, 0]),
+        "epi": _quad_triangles(index[:, :, -1]),
+        "base": _quad_triangles(index[:, -1, :]),
+    }
+    bz_order = np.argsort(radius)
+    cell_data = {
+        "region": region.astype(np.int8),
+        "aha_segment": np.full(len(tetrahedra), 7, dtype=np.int64),
+        "fibre_direction": fibres,
+        "transmural_coordinate": depth,
+        "apicobasal_coordinate": centroids[:, 1] / size[1],
+    }
+    for coverage, share in (
+        ("scar_only", 0.0),
+        ("scar_bz25", 0.25),
+        ("scar_bz50", 0.5),
+        ("scar_bz100", 1.0),
+    ):
+        bz_sorted = bz_order[border[bz_order]]
+        treated = scar.copy()
+        treated[bz_sorted[: int(round(share * len(bz_sorted)))]] = True
+        cell_data[treatment_field(coverage)] = treated.astype(np.int8)
+    return PatientMesh(
+        patient.patient_id,
+        grid,
+        tetrahedra,
+        cell_data,
+        surfaces,
+        meta={"mesher": "hydraopt.testing.example_mesh"},
+    )
+
+
+def _quad_triangles(corners: np.ndarray) -> np.ndarray:
+    """Two triangles per quad of a structured grid of node indices."""
+    a, b, c, d = corners[:-1, :-1], corners[1:, :-1], corners[1:, 1:], corners[:-1, 1:]
+    return np.concatenate(
+        [np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)]
+    )
+
+
+def check_mesher(mesher: Mesher, patient: Patient, tolerance_pct: float = 2.0) -> PatientMesh:
+    """A mesher builds a valid mesh of the patient whose scar and border-zone volume
+    fractions match the patient's, deterministically."""
+    assert isinstance(mesher, Mesher), "build(patient, workdir) is missing"
+    mesh = mesher.build(patient)
+    assert isinstance(mesh, PatientMesh), f"build returned {type(mesh).__name__}"
+    assert mesh.patient_id == patient.patient_id, "the mesh must carry the patient's id"
+    assert np.all(np.isfinite(mesh.points_m)), "mesh points must be finite"
+    assert np.all(mesh.element_volumes_m3() > 0), "degenerate tetrahedra"
+    for region, target in (
+        (REGION_SCAR, patient.scar_fraction_pct),
+        (REGION_BORDER_ZONE, patient.bz_fraction_pct),
+    ):
+        got = 100 * mesh.region_volume_fraction(region)
+        assert abs(got - target) <= tolerance_pct, (
+            f"region {region} holds {got:.2f}% of the myocardium, the patient {target:.2f}%"
+        )
+    again = mesher.build(patient)
+    assert np.array_equal(mesh.cell_data["region"], again.cell_data["region"]), (
+        "two builds of the same patient differ"
+    )
+    return mesh
+
+
 def check_simulator(
-    simulator: Simulator, patient: Patient, designs: DesignBatch, workdir: Path | None = None
+    simulator: Simulator,
+    patient: Patient,
+    mesh: PatientMesh,
+    designs: DesignBatch,
+    workdir: Path | None = None,
 ) -> Outcomes:
     """A simulator declares unique outputs with units and returns exactly those, one row per
     design, deterministically."""
     assert isinstance(simulator, Simulator), (
-        "outputs or simulate(patient, designs, workdir) missing"
+        "outputs or simulate(patient, mesh, designs, workdir) missing"
     )
     names = [spec.name for spec in simulator.outputs]
     assert names, "a simulator must declare at least one output"
@@ -111,8 +228,8 @@ def check_simulator(
         base = workdir or Path(scratch)
         (base / "first").mkdir(parents=True, exist_ok=True)
         (base / "second").mkdir(parents=True, exist_ok=True)
-        first = simulator.simulate(patient, designs, base / "first")
-        second = simulator.simulate(patient, designs, base / "second")
+        first = simulator.simulate(patient, mesh, designs, base / "first")
+        second = simulator.simulate(patient, mesh, designs, base / "second")
     assert isinstance(first, Outcomes), f"simulate returned {type(first).__name__}"
     assert list(first.names) == names, f"returned outputs {list(first.names)}, declared {names}"
     assert len(first) == len(designs), f"{len(first)} rows of outcomes for {len(designs)} designs"

@@ -16,30 +16,75 @@ from pydantic import Field
 
 from hydraopt import hookimpl
 from hydraopt.domain import CONTINUOUS_FIELDS, DesignBatch, DesignSpace
-from hydraopt.plugin_types import GeneratorPlugin, NoSettings, PluginSettings
+from hydraopt.plugin_types import GeneratorPlugin, PluginSettings
 
 DIMENSIONS = 2 + len(CONTINUOUS_FIELDS)
 
 
-def designs_from_unit_samples(space: DesignSpace, samples: np.ndarray) -> DesignBatch:
+class GeneratorSettings(PluginSettings):
+    within_polymer_ranges: bool = Field(
+        True,
+        description="Draw stiffness, half-life and conductivity inside each design's polymer's "
+        "achievable ranges (polymers whose ranges miss the design space are never drawn); "
+        "false samples the whole design space, and simulators flag what cannot be made.",
+    )
+
+
+def makeable_polymers(
+    space: DesignSpace, within_polymer_ranges: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices of the polymers to draw from and, when designs stay within their polymer's
+    ranges, each polymer's unit-cube bounds (see DesignSpace.polymer_unit_bounds)."""
+    polymers = np.arange(len(space.polymers))
+    if not within_polymer_ranges:
+        return polymers, None
+    bounds = space.polymer_unit_bounds()
+    makeable = np.all(bounds[:, :, 0] <= bounds[:, :, 1], axis=1)
+    if not makeable.any():
+        raise ValueError("no polymer's achievable ranges overlap the design space")
+    return polymers[makeable], bounds
+
+
+def place_designs(
+    space: DesignSpace,
+    polymer: np.ndarray,
+    coverage_choice: np.ndarray,
+    unit: np.ndarray,
+    bounds: np.ndarray | None,
+) -> DesignBatch:
+    """Designs from choices and unit coordinates, squeezed into polymer bounds if given."""
+    if bounds is not None:
+        low, high = bounds[polymer, :, 0], bounds[polymer, :, 1]
+        unit = low + unit * (high - low)
+    return space.designs_from_unit(polymer, coverage_choice, unit)
+
+
+def designs_from_unit_samples(
+    space: DesignSpace, samples: np.ndarray, within_polymer_ranges: bool
+) -> DesignBatch:
     """Turn ``[n, 6]`` samples in [0, 1) into designs of ``space``."""
-    n_polymers, n_coverages = len(space.polymers), len(space.coverages)
-    polymer = np.minimum((samples[:, 0] * n_polymers).astype(np.int64), n_polymers - 1)
+    polymers, bounds = makeable_polymers(space, within_polymer_ranges)
+    polymer = polymers[
+        np.minimum((samples[:, 0] * len(polymers)).astype(np.int64), len(polymers) - 1)
+    ]
+    n_coverages = len(space.coverages)
     coverage = np.minimum((samples[:, 1] * n_coverages).astype(np.int64), n_coverages - 1)
-    return space.designs_from_unit(polymer, coverage, samples[:, 2:])
+    return place_designs(space, polymer, coverage, samples[:, 2:], bounds)
 
 
 class RandomGenerator:
     """Independent uniform draws."""
 
-    def __init__(self, settings: NoSettings) -> None:
+    def __init__(self, settings: GeneratorSettings) -> None:
         self.settings = settings
 
     def generate(self, space: DesignSpace, n: int, rng: np.random.Generator) -> DesignBatch:
-        return designs_from_unit_samples(space, rng.random((n, DIMENSIONS)))
+        return designs_from_unit_samples(
+            space, rng.random((n, DIMENSIONS)), self.settings.within_polymer_ranges
+        )
 
 
-class SobolSettings(PluginSettings):
+class SobolSettings(GeneratorSettings):
     scramble: bool = Field(True, description="Owen-scramble the sequence (seeded).")
 
 
@@ -55,10 +100,12 @@ class SobolGenerator:
 
         sampler = qmc.Sobol(d=DIMENSIONS, scramble=self.settings.scramble, rng=rng)
         exponent = max(0, int(np.ceil(np.log2(max(n, 1)))))
-        return designs_from_unit_samples(space, sampler.random_base2(exponent)[:n])
+        return designs_from_unit_samples(
+            space, sampler.random_base2(exponent)[:n], self.settings.within_polymer_ranges
+        )
 
 
-class LatinHypercubeSettings(PluginSettings):
+class LatinHypercubeSettings(GeneratorSettings):
     optimization: Literal["random-cd", "lloyd"] | None = Field(
         None, description="Optional scipy optimisation of the hypercube's discrepancy."
     )
@@ -74,10 +121,12 @@ class LatinHypercubeGenerator:
         from scipy.stats import qmc
 
         sampler = qmc.LatinHypercube(d=DIMENSIONS, optimization=self.settings.optimization, rng=rng)
-        return designs_from_unit_samples(space, sampler.random(n))
+        return designs_from_unit_samples(
+            space, sampler.random(n), self.settings.within_polymer_ranges
+        )
 
 
-class GridSettings(PluginSettings):
+class GridSettings(GeneratorSettings):
     stiffness_kpa: int = Field(20, ge=1, description="Levels of stiffness (on its scale).")
     t50_days: int = Field(15, ge=1, description="Levels of degradation half-life.")
     conductivity_s_per_m: int = Field(10, ge=1, description="Levels of conductivity.")
@@ -92,20 +141,17 @@ class GridGenerator:
     def __init__(self, settings: GridSettings) -> None:
         self.settings = settings
 
-    def grid_size(self, space: DesignSpace) -> int:
-        levels = [getattr(self.settings, name) for name in CONTINUOUS_FIELDS]
-        return len(space.polymers) * len(space.coverages) * int(np.prod(levels))
-
     def generate(self, space: DesignSpace, n: int, rng: np.random.Generator) -> DesignBatch:
-        size = self.grid_size(space)
-        if n > size:
-            raise ValueError(f"the grid holds {size} designs; {n} were asked for")
-        rows = np.sort(rng.choice(size, size=n, replace=False)) if n < size else np.arange(size)
+        polymers, bounds = makeable_polymers(space, self.settings.within_polymer_ranges)
         shape = (
-            len(space.polymers),
+            len(polymers),
             len(space.coverages),
             *(getattr(self.settings, name) for name in CONTINUOUS_FIELDS),
         )
+        size = int(np.prod(shape))
+        if n > size:
+            raise ValueError(f"the grid holds {size} designs; {n} were asked for")
+        rows = np.sort(rng.choice(size, size=n, replace=False)) if n < size else np.arange(size)
         index = np.unravel_index(rows, shape)
         # A single level sits mid-range; k levels span the bounds end to end.
         unit = np.stack(
@@ -115,7 +161,7 @@ class GridGenerator:
             ],
             axis=1,
         )
-        return space.designs_from_unit(index[0], index[1], unit)
+        return place_designs(space, polymers[index[0]], index[1], unit, bounds)
 
 
 @hookimpl
@@ -123,7 +169,7 @@ def hydraopt_generators() -> Iterator[GeneratorPlugin]:
     yield GeneratorPlugin(
         name="random",
         factory=RandomGenerator,
-        settings=NoSettings,
+        settings=GeneratorSettings,
         description="independent uniform draws over the design space",
     )
     yield GeneratorPlugin(

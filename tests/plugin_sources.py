@@ -38,8 +38,18 @@ from pydantic import Field
 from hydraopt import hookimpl
 from hydraopt.domain import Outcomes, OutputSpec
 from hydraopt.plugin_types import (
-    EncoderPlugin, NoSettings, PluginSettings, PolicyPlugin, SimulatorPlugin, SurrogatePlugin,
+    EncoderPlugin, MesherPlugin, NoSettings, PluginSettings, PolicyPlugin, SimulatorPlugin,
+    SurrogatePlugin,
 )
+from hydraopt.testing import example_mesh
+
+
+class SlabMesher:
+    def __init__(self, settings):
+        self.settings = settings
+
+    def build(self, patient, workdir=None):
+        return example_mesh(patient)
 
 
 class LaplaceSettings(PluginSettings):
@@ -54,7 +64,7 @@ class LaplaceWallStress:
     def __init__(self, settings):
         self.settings = settings
 
-    def simulate(self, patient, designs, workdir):
+    def simulate(self, patient, mesh, designs, workdir):
         pressure_kpa = self.settings.systolic_pressure_mmhg * 0.1333
         radius_mm = (3 * patient.esv_ml * 1000 / (4 * np.pi)) ** (1 / 3)
         wall_mm = patient.wall_thickness_mm + designs.thickness_mm
@@ -92,6 +102,12 @@ class ThickestPolicy:
         unit = rng.random((n, 4))
         unit[:, 3] = 1.0  # always the thickest patch
         return self.space.designs_from_unit(np.zeros(n, int), np.zeros(n, int), unit)
+
+
+@hookimpl
+def hydraopt_meshers():
+    yield MesherPlugin(name="slab", factory=SlabMesher, settings=NoSettings,
+                       description="a slab of wall, for tests")
 
 
 @hookimpl

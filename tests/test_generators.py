@@ -36,7 +36,7 @@ def test_sobol_stratifies_the_discrete_choices(registry):
 
 
 def test_latin_hypercube_hits_every_stratum(registry):
-    batch = build(registry, "latin-hypercube").generate(
+    batch = build(registry, "latin-hypercube", within_polymer_ranges=False).generate(
         example_space(), 50, np.random.default_rng(0)
     )
     strata = np.floor(batch.unit_coordinates() * 50).astype(int)
@@ -53,7 +53,13 @@ def test_log_parameters_are_sampled_on_their_scale(registry):
 
 def test_full_grid_covers_every_level(registry):
     generator = build(
-        registry, "grid", stiffness_kpa=3, t50_days=2, conductivity_s_per_m=2, thickness_mm=2
+        registry,
+        "grid",
+        within_polymer_ranges=False,
+        stiffness_kpa=3,
+        t50_days=2,
+        conductivity_s_per_m=2,
+        thickness_mm=2,
     )
     space = example_space()
     size = 2 * 4 * 3 * 2 * 2 * 2
@@ -64,3 +70,21 @@ def test_full_grid_covers_every_level(registry):
     assert len(generator.generate(space, 10, np.random.default_rng(0))) == 10
     with pytest.raises(ValueError, match=f"the grid holds {size} designs"):
         generator.generate(space, size + 1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["random", "sobol", "latin-hypercube", "grid"])
+def test_designs_stay_within_their_polymers_ranges(registry, name):
+    from dataclasses import replace
+
+    from hydraopt.domain import PolymerLibrary, PropertyRange
+
+    space = example_space()
+    unreachable = replace(
+        space.polymers[0], name="too-soft", stiffness_kpa=PropertyRange(0.01, 0.2)
+    )
+    space = replace(space, polymers=PolymerLibrary((*space.polymers, unreachable)))
+    batch = build(registry, name).generate(space, 300, np.random.default_rng(3))
+    assert 2 not in batch.polymer_index  # its stiffness range misses the design space
+    assert set(batch.polymer_index.tolist()) == {0, 1}
+    for name_, mask in batch.outside_polymer_range().items():
+        assert not mask.any(), name_

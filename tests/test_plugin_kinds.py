@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from hydraopt.registry import PluginRegistry
-from hydraopt.testing import check_simulator, example_patient, example_space
+from hydraopt.testing import (
+    check_mesher,
+    check_simulator,
+    example_mesh,
+    example_patient,
+    example_space,
+)
 
 from plugin_sources import EVERY_KIND
 
@@ -26,10 +32,13 @@ def test_simulator_conforms_and_uses_its_settings(registry):
         example_space(), 16, np.random.default_rng(0)
     )
     outcomes = check_simulator(
-        build(registry, "simulator", "laplace-wall-stress"), example_patient(), designs
+        build(registry, "simulator", "laplace-wall-stress"),
+        example_patient(),
+        example_mesh(),
+        designs,
     )
     higher = build(registry, "simulator", "laplace-wall-stress", systolic_pressure_mmhg=140.0)
-    raised = higher.simulate(example_patient(), designs, None)
+    raised = higher.simulate(example_patient(), example_mesh(), designs, None)
     assert np.all(raised["wall_stress_kpa"] > outcomes["wall_stress_kpa"])
     thick = np.argmax(designs.thickness_mm)
     assert outcomes["wall_stress_kpa"][thick] == outcomes["wall_stress_kpa"].min()
@@ -57,4 +66,10 @@ def test_check_simulator_catches_a_broken_simulator(registry):
         example_space(), 4, np.random.default_rng(0)
     )
     with pytest.raises(AssertionError, match="duplicate output names"):
-        check_simulator(simulator, example_patient(), designs)
+        check_simulator(simulator, example_patient(), example_mesh(), designs)
+
+
+def test_mesher_kind(registry):
+    mesh = build(registry, "mesher", "slab").build(example_patient())
+    assert mesh.patient_id == example_patient().patient_id
+    assert len(mesh.tetrahedra) == 6 * 8 * 8 * 3

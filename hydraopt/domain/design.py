@@ -91,6 +91,22 @@ class DesignSpace:
     def parameter(self, name: str) -> ContinuousParameter:
         return self.parameters[CONTINUOUS_FIELDS.index(name)]
 
+    def polymer_unit_bounds(self) -> np.ndarray:
+        """Per polymer, the unit-cube interval ``[low, high]`` of each continuous parameter
+        that lies inside both the space's bounds and the polymer's achievable range,
+        ``[n_polymers, 4, 2]``; low > high where they do not overlap."""
+        bounds = np.zeros((len(self.polymers), len(CONTINUOUS_FIELDS), 2))
+        bounds[:, :, 1] = 1.0
+        for i, polymer in enumerate(self.polymers):
+            for j, parameter in enumerate(self.parameters):
+                achievable = getattr(polymer, parameter.name, None)
+                if achievable is None:  # thickness: any the surgeon injects
+                    continue
+                low = max(parameter.low, achievable.low)
+                high = min(parameter.high, achievable.high)
+                bounds[i, j] = parameter.to_unit(np.array([low, high]))
+        return bounds
+
     def designs_from_unit(
         self, polymer_index: np.ndarray, coverage_choice: np.ndarray, unit: np.ndarray
     ) -> DesignBatch:
@@ -183,8 +199,7 @@ class DesignBatch:
     def out_of_bounds(self) -> dict[str, np.ndarray]:
         """Per continuous field, a mask of designs outside the design space's bounds."""
         return {
-            p.name: (getattr(self, p.name) < p.low) | (getattr(self, p.name) > p.high)
-            for p in self.space.parameters
+            p.name: _outside(getattr(self, p.name), p.low, p.high) for p in self.space.parameters
         }
 
     def outside_polymer_range(self) -> dict[str, np.ndarray]:
@@ -195,8 +210,7 @@ class DesignBatch:
         for name in ("stiffness_kpa", "t50_days", "conductivity_s_per_m"):
             low = np.array([getattr(p, name).low for p in polymers])[self.polymer_index]
             high = np.array([getattr(p, name).high for p in polymers])[self.polymer_index]
-            values = getattr(self, name)
-            masks[name] = (values < low) | (values > high)
+            masks[name] = _outside(getattr(self, name), low, high)
         return masks
 
     def describe(self, row: int) -> str:
@@ -208,3 +222,11 @@ class DesignBatch:
             f"t50={self.t50_days[row]:.3g} d, sigma={self.conductivity_s_per_m[row]:.3g} S/m, "
             f"thickness={self.thickness_mm[row]:.3g} mm"
         )
+
+
+# Bounds mapped through a log scale and back come out a few ulps off.
+_RELATIVE_TOLERANCE = 1e-9
+
+
+def _outside(values: np.ndarray, low: np.ndarray | float, high: np.ndarray | float) -> np.ndarray:
+    return (values < low * (1 - _RELATIVE_TOLERANCE)) | (values > high * (1 + _RELATIVE_TOLERANCE))

@@ -141,6 +141,17 @@ class Patient:
                     f"lvef_pct: {self.lvef_pct:g}% disagrees with (EDV-ESV)/EDV = "
                     f"{ef_from_volumes:.1f}% by more than {EF_CONSISTENCY_TOLERANCE_PCT:g} points"
                 )
+        if self.scar_fraction_pct + self.bz_fraction_pct > 90.0:
+            found.append(
+                f"bz_fraction_pct: scar ({self.scar_fraction_pct:g}%) and border zone "
+                f"({self.bz_fraction_pct:g}%) leave less than 10% of the myocardium remote"
+            )
+        if self.scar_fraction_pct > 100.0 * self.transmurality:
+            found.append(
+                f"transmurality: {self.transmurality:g} is too small for a scar of "
+                f"{self.scar_fraction_pct:g}% of the myocardium (the scar would need more than "
+                "the whole wall's area)"
+            )
         ratio = self.bz_stress_kpa / self.healthy_stress_kpa
         if abs(ratio - self.stress_concentration) > STRESS_RATIO_TOLERANCE * ratio:
             found.append(

@@ -1,0 +1,107 @@
+"""A patient's left-ventricular mesh: tetrahedra with the cell data simulators need.
+
+Coordinates are in metres (as gmsh and cardiac-geometries write them). Every tetrahedron
+carries its region (remote, border zone, scar), AHA segment, fibre direction, normalised
+transmural and apicobasal coordinates, and one treatment mask per coverage pattern. Surfaces
+(ENDO, EPI, BASE) are kept as triangle lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hydraopt.domain.design import COVERAGE_PATTERNS
+from hydraopt.errors import DataError
+
+REGION_REMOTE, REGION_BORDER_ZONE, REGION_SCAR = 0, 1, 2
+REGION_NAMES = {REGION_REMOTE: "remote", REGION_BORDER_ZONE: "border zone", REGION_SCAR: "scar"}
+SURFACES = ("endo", "epi", "base")
+
+
+def treatment_field(coverage: str) -> str:
+    return f"treatment_{coverage}"
+
+
+# Cell data every mesh must carry: name -> trailing shape.
+REQUIRED_CELL_DATA: dict[str, tuple[int, ...]] = {
+    "region": (),
+    "aha_segment": (),
+    "fibre_direction": (3,),
+    "transmural_coordinate": (),
+    "apicobasal_coordinate": (),
+    **{treatment_field(c): () for c in COVERAGE_PATTERNS},
+}
+
+
+@dataclass(frozen=True, eq=False)
+class PatientMesh:
+    """One patient's tagged LV mesh."""
+
+    patient_id: str
+    points_m: np.ndarray
+    tetrahedra: np.ndarray
+    cell_data: Mapping[str, np.ndarray]
+    surfaces: Mapping[str, np.ndarray]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        n = len(self.tetrahedra)
+        for name, shape in REQUIRED_CELL_DATA.items():
+            if name not in self.cell_data:
+                problems.append(f"cell data {name!r} is missing")
+            elif np.shape(self.cell_data[name]) != (n, *shape):
+                problems.append(
+                    f"cell data {name!r} has shape {np.shape(self.cell_data[name])}, "
+                    f"expected {(n, *shape)}"
+                )
+        problems += [f"surface {s!r} is missing" for s in SURFACES if s not in self.surfaces]
+        if problems:
+            raise DataError(f"mesh of patient {self.patient_id!r}: " + "; ".join(problems))
+        regions = np.unique(self.cell_data["region"])
+        unknown = set(regions.tolist()) - set(REGION_NAMES)
+        if unknown:
+            raise DataError(
+                f"mesh of patient {self.patient_id!r}: cell data 'region' holds unknown tags "
+                f"{sorted(unknown)}; expected 0 (remote), 1 (border zone), 2 (scar)"
+            )
+
+    def element_volumes_m3(self) -> np.ndarray:
+        p = self.points_m[self.tetrahedra]
+        edges = p[:, 1:] - p[:, :1]
+        return np.abs(np.linalg.det(edges)) / 6.0
+
+    def myocardial_volume_ml(self) -> float:
+        return float(self.element_volumes_m3().sum() * 1e6)
+
+    def region_volume_fraction(self, region: int) -> float:
+        volumes = self.element_volumes_m3()
+        return float(volumes[self.cell_data["region"] == region].sum() / volumes.sum())
+
+    def treated(self, coverage: str) -> np.ndarray:
+        """Boolean mask of the tetrahedra the hydrogel covers under ``coverage``."""
+        return self.cell_data[treatment_field(coverage)].astype(bool)
+
+    def cavity_volume_ml(self) -> float:
+        """Volume enclosed by the endocardium, closed by a fan at the base ring's centroid
+        (divergence theorem; the surfaces are oriented consistently outward)."""
+        return cavity_volume_m3(self.points_m, self.surfaces["endo"]) * 1e6
+
+
+def cavity_volume_m3(points: np.ndarray, endo_triangles: np.ndarray) -> float:
+    """Volume inside an open endocardial surface, closed at its boundary ring."""
+    triangles = np.asarray(endo_triangles)
+    edges = np.sort(
+        np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1
+    )
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    ring = np.unique(unique[counts == 1])
+    centre = points[ring].mean(axis=0)
+    a, b, c = (points[triangles[:, k]] - centre for k in range(3))
+    # Signed volumes of tetrahedra (centre, triangle): the open ring contributes nothing
+    # because every tetrahedron shares the apex at the ring's centre.
+    return float(abs(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)

@@ -1,0 +1,65 @@
+"""What an injected hydrogel does to the wall it covers, and how that changes with time.
+
+Degradation: the gel's remaining mass fraction follows first-order kinetics,
+m(t) = 2^(-t / t50). How the gel loses its mass depends on the polymer
+(``degradation_mode`` in the library, with its literature source):
+
+* bulk (hydrolysis throughout the network): the gel keeps its swollen volume while its
+  modulus falls with its crosslink density, E(t) = E0 m(t) (rubber elasticity: E is
+  proportional to the density of elastically active chains);
+* surface (enzymatic or cellular erosion from the interface): the gel shrinks,
+  V(t) = V_swollen m(t), while what remains keeps its modulus, E(t) = E0.
+
+Swelling: the injected volume takes up water to its equilibrium swelling ratio Q (library),
+so the in-vivo patch is Q times the injected thickness.
+
+Mechanical effect on a covered region with wall thickness h and gel thickness
+h_gel(t) = Q thickness (bulk) or Q thickness m(t) (surface), g = h_gel / h:
+
+* passive stiffness: gel and myocardium deform together (layers in parallel), so the region's
+  passive elastance gains EB E_gel / E_myo g (its stiffness is modulus x thickness);
+* wall volume: the gel thickens the wall; half of the added volume moves the endocardium
+  inwards (the mid-wall stays in place), reducing the region's unloaded cavity volume;
+* fibre stress: Arts et al.'s one-fibre relation sigma_f = p (1 + 3 V_cav / V_wall) with the
+  gel counted in the load-bearing wall volume in proportion to its share of the layer
+  stiffness, E_gel / (E_gel + E_tissue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DAYS_PER_WEEK = 7.0
+
+
+@dataclass(frozen=True)
+class GelState:
+    """Per design at one follow-up time: modulus [kPa] and thickness relative to the wall."""
+
+    modulus_kpa: np.ndarray
+    thickness_ratio: np.ndarray
+
+
+def gel_state(
+    stiffness_kpa: np.ndarray,
+    t50_days: np.ndarray,
+    thickness_mm: np.ndarray,
+    swelling_ratio: np.ndarray,
+    surface_erosion: np.ndarray,
+    wall_thickness_mm: float,
+    weeks: float,
+) -> GelState:
+    """The gel of each design ``weeks`` after injection."""
+    remaining = np.exp2(-weeks * DAYS_PER_WEEK / t50_days)
+    modulus = np.where(surface_erosion, stiffness_kpa, stiffness_kpa * remaining)
+    thickness = swelling_ratio * thickness_mm * np.where(surface_erosion, remaining, 1.0)
+    # A bulk gel whose modulus has gone has dissolved: it no longer occupies the wall.
+    thickness = np.where(remaining < 1e-3, 0.0, thickness)
+    return GelState(modulus, thickness / wall_thickness_mm)
+
+
+def load_share(gel_modulus_kpa: np.ndarray, tissue_modulus_kpa: np.ndarray) -> np.ndarray:
+    """Fraction of the gel's volume that bears wall load next to tissue of the given modulus."""
+    return gel_modulus_kpa / (gel_modulus_kpa + tissue_modulus_kpa)
