@@ -200,6 +200,11 @@ class PipelineConfig(Section):
     cohort: CohortConfig
     polymers: PolymersConfig = Field(default_factory=PolymersConfig)
     design_space: DesignSpaceConfig = Field(default_factory=DesignSpaceConfig)
+    mesh: PluginChoice = Field(
+        default_factory=lambda: PluginChoice(plugin="lv-ellipsoid"),
+        description="Mesher plugin building each patient's LV mesh; meshes are built when "
+        "simulators are configured or this table is given.",
+    )
     simulators: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="One table per simulator plugin, [simulators.NAME], holding its settings.",
@@ -217,10 +222,12 @@ class PipelineConfig(Section):
     def present_sections(self) -> list[str]:
         """Optional sections this file fills in (each switches on the stages that read it)."""
         optional = ("simulators", "dataset", "surrogate", "policy", "screen")
-        return [name for name in optional if getattr(self, name)]
+        present = [name for name in optional if getattr(self, name)]
+        return ["mesh", *present] if "mesh" in self.model_fields_set else present
 
     def plugin_choices(self) -> Iterator[tuple[tuple[str | int, ...], str, str, dict[str, Any]]]:
         """Every plugin the pipeline names: (key path, kind, name, raw settings)."""
+        yield ("mesh",), "mesher", self.mesh.plugin, self.mesh.settings
         for name, settings in self.simulators.items():
             yield ("simulators", name), "simulator", name, settings
         if self.dataset:

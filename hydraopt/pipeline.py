@@ -126,8 +126,10 @@ def all_stages() -> tuple[Stage, ...]:
     """Every stage hydraopt knows, in execution order."""
     from hydraopt.stages.cohort import COHORT_STAGE
     from hydraopt.stages.designs import DESIGNS_STAGE
+    from hydraopt.stages.meshes import MESHES_STAGE
+    from hydraopt.stages.simulate import SIMULATE_STAGE
 
-    return (COHORT_STAGE, DESIGNS_STAGE)
+    return (COHORT_STAGE, DESIGNS_STAGE, MESHES_STAGE, SIMULATE_STAGE)
 
 
 def enabled_stages(config: PipelineConfig) -> list[Stage]:

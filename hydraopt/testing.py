@@ -163,7 +163,7 @@ def example_mesh(
     ):
         bz_sorted = bz_order[border[bz_order]]
         treated = scar.copy()
-        treated[bz_sorted[: int(round(share * len(bz_sorted)))]] = True
+        treated[bz_sorted[: round(share * len(bz_sorted))]] = True
         cell_data[treatment_field(coverage)] = treated.astype(np.int8)
     return PatientMesh(
         patient.patient_id,

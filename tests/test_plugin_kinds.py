@@ -5,7 +5,6 @@ import pytest
 
 from hydraopt.registry import PluginRegistry
 from hydraopt.testing import (
-    check_mesher,
     check_simulator,
     example_mesh,
     example_patient,

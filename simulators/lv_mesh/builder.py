@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
+from hydraopt import hookimpl
 from hydraopt.domain import Patient
 from hydraopt.domain.mesh import PatientMesh, cavity_volume_m3
 from hydraopt.errors import DataError
-from hydraopt.plugin_types import PluginSettings
+from hydraopt.plugin_types import MesherPlugin, PluginSettings
 from hydraopt_simulators.lv_mesh.geometry import size_ellipsoid
-from hydraopt_simulators.lv_mesh.tagging import TaggingSettings, tag_mesh
 
 # Version of the meshes this module makes: bump when the geometry or the tags change.
 MESHER_VERSION = "1"
@@ -58,6 +61,8 @@ class EllipsoidMesher:
         import cardiac_geometries_core
         import meshio
 
+        from hydraopt_simulators.lv_mesh.tagging import TaggingSettings, tag_mesh
+
         s = self.settings
         geometry = size_ellipsoid(
             patient.edv_ml, patient.wall_thickness_mm, s.long_to_short_axis_ratio
@@ -73,7 +78,8 @@ class EllipsoidMesher:
                 mu_base_epi=geometry.mu_base_epi,
                 psize_ref=s.element_size_mm * 1e-3,
             )
-            raw = meshio.read(path)
+            with contextlib.redirect_stdout(io.StringIO()):  # meshio's gmsh reader prints
+                raw = meshio.read(path)
         points, tetrahedra, surfaces = _extract(raw, patient)
         # The faceted cavity is slightly smaller than the ellipsoid: scale to the EDV exactly.
         scale = (patient.edv_ml * 1e-6 / cavity_volume_m3(points, surfaces["endo"])) ** (1 / 3)
@@ -130,3 +136,15 @@ def _extract(raw, patient: Patient) -> tuple[np.ndarray, np.ndarray, dict[str, n
     renumber[used] = np.arange(len(used))
     surfaces = {name: renumber[np.concatenate(blocks[name])] for name in ("endo", "epi", "base")}
     return raw.points[used].astype(np.float64), compact.reshape(-1, 4).astype(np.int64), surfaces
+
+
+@hookimpl
+def hydraopt_meshers() -> Iterator[MesherPlugin]:
+    yield MesherPlugin(
+        name="lv-ellipsoid",
+        factory=EllipsoidMesher,
+        settings=EllipsoidMeshSettings,
+        description="truncated-ellipsoid LV (cardiac-geometries-core, gmsh) sized to the "
+        "patient, with infarct, AHA segments, fibres and treatment regions",
+        version=MESHER_VERSION,
+    )

@@ -151,7 +151,7 @@ def integrate_beats(
     """Advance ``state`` ([12, n], modified in place) by ``n_beats`` beats; return the final
     state and one :class:`BeatRecord` per beat. ``on_step(t, state, p_lv)`` may observe."""
     RR = 1.0 / HEART_RATE_HZ
-    steps = int(round(RR / dt_s))
+    steps = round(RR / dt_s)
     dt = RR / steps
     (V_LA, V_LV, V_RA, V_RV, p_ars, p_vens, p_arp, p_venp, Q_ars, Q_vens, Q_arp, Q_venp) = state
     s, p = SYSTEMIC, PULMONARY
@@ -226,11 +226,11 @@ def _empty_record(n: int) -> BeatRecord:
 
 
 def _track(record: BeatRecord, t: float, V_LV: np.ndarray, p_LV: np.ndarray) -> None:
-    larger = V_LV > record.edv_ml
+    larger = record.edv_ml < V_LV
     record.edv_ml = np.where(larger, V_LV, record.edv_ml)
     record.p_ed_mmhg = np.where(larger, p_LV, record.p_ed_mmhg)
     record.t_ed_s = np.where(larger, t, record.t_ed_s)
-    smaller = V_LV < record.esv_ml
+    smaller = record.esv_ml > V_LV
     record.esv_ml = np.where(smaller, V_LV, record.esv_ml)
     record.p_es_mmhg = np.where(smaller, p_LV, record.p_es_mmhg)
     record.t_es_s = np.where(smaller, t, record.t_es_s)

@@ -126,7 +126,7 @@ def calibrate(
 
     def evaluate(x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Residual (EDV, ESV) - target at x, its Jacobian in (log EA, log EB), and states."""
-        trial = np.array([x, x + [step, 0.0], x + [0.0, step]])
+        trial = x + np.array([[0.0, 0.0], [step, 0.0], [0.0, step]])
         state, record, _ = steady_state(_lv_for(weights, trial, v0, tissue), state, integration)
         volumes = np.stack([record.edv_ml, record.esv_ml], axis=1)  # [3, 2]
         return volumes[0] - target, (volumes[1:] - volumes[0]).T / step, state

@@ -19,6 +19,7 @@ from hydraopt import hookimpl
 from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Outcomes, OutputSpec, Patient
 from hydraopt.domain.mesh import REGION_BORDER_ZONE, PatientMesh
 from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
+from hydraopt_simulators.hydrogel import gel_state, load_share
 from hydraopt_simulators.mechanics.closed_loop import BeatRecord
 from hydraopt_simulators.mechanics.heart import (
     MMHG_TO_KPA,
@@ -27,7 +28,6 @@ from hydraopt_simulators.mechanics.heart import (
     calibrate,
     steady_state,
 )
-from hydraopt_simulators.mechanics.hydrogel import gel_state, load_share
 from hydraopt_simulators.mechanics.regional_lv import (
     BZ_TREATED,
     BZ_UNTREATED,
@@ -172,9 +172,13 @@ class ReferenceMechanics:
             designs.polymer_index
         ]
         weights = heart.weights(_bz_treated_share(mesh)[designs.coverage_index])
-        baseline = _summarise(
-            heart, _untreated_lv(heart, weights[:1]), heart.baseline, patient, np.zeros((1, 4))
+        # The untreated heart integrated exactly as the designs are, so that numerical error
+        # cancels in every difference and no treatment means no effect.
+        untreated = _untreated_lv(heart, weights[:1])
+        _, untreated_record, _ = steady_state(
+            untreated, heart.state[:, None].copy(), self.integration
         )
+        baseline = _summarise(heart, untreated, untreated_record, patient, np.zeros((1, 4)))
         state = np.repeat(heart.state[:, None], len(designs), axis=1)
         trajectory, endpoint, stable = [], None, None
         for weeks in s.followup_weeks:

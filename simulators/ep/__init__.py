@@ -1,0 +1,1 @@
+"""The reference electrophysiology: monodomain reaction-diffusion on the patient mesh."""
