@@ -30,6 +30,7 @@ from hydraopt.domain.mesh import (
     REGION_REMOTE,
     REGION_SCAR,
     PatientMesh,
+    box_tetrahedra,
     treatment_field,
 )
 from hydraopt.plugin_types import Generator, Mesher, Simulator
@@ -109,31 +110,8 @@ def example_mesh(
     face, surrounded by border zone, fibres rotating from +60 to -60 degrees through the wall.
     It needs no mesher and is meant for conformance tests, not for physics."""
     patient = patient or example_patient()
-    nx, ny, nz = cells
-    size = np.array([0.04, 0.04, patient.wall_thickness_mm * 1e-3])
-    grid = np.stack(
-        np.meshgrid(
-            *(np.linspace(0, s, k + 1) for s, k in zip(size, cells, strict=True)), indexing="ij"
-        ),
-        axis=-1,
-    ).reshape(-1, 3)
-    index = np.arange(len(grid)).reshape(nx + 1, ny + 1, nz + 1)
-    cubes = np.stack(
-        [
-            index[:-1, :-1, :-1],
-            index[1:, :-1, :-1],
-            index[1:, 1:, :-1],
-            index[:-1, 1:, :-1],
-            index[:-1, :-1, 1:],
-            index[1:, :-1, 1:],
-            index[1:, 1:, 1:],
-            index[:-1, 1:, 1:],
-        ],
-        axis=-1,
-    ).reshape(-1, 8)
-    # Six tetrahedra per cube around the main diagonal 0-6.
-    split = [[0, 1, 2, 6], [0, 2, 3, 6], [0, 3, 7, 6], [0, 7, 4, 6], [0, 4, 5, 6], [0, 5, 1, 6]]
-    tetrahedra = cubes[:, split].reshape(-1, 4)
+    size = (0.04, 0.04, patient.wall_thickness_mm * 1e-3)
+    grid, tetrahedra, index = box_tetrahedra(cells, size)
     centroids = grid[tetrahedra].mean(axis=1)
     depth = centroids[:, 2] / size[2]
     radius = np.hypot(centroids[:, 0] - size[0] / 2, centroids[:, 1] - size[1] / 2)

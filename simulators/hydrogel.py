@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hydraopt.domain import DesignBatch
+
 DAYS_PER_WEEK = 7.0
 
 
@@ -63,3 +65,29 @@ def gel_state(
 def load_share(gel_modulus_kpa: np.ndarray, tissue_modulus_kpa: np.ndarray) -> np.ndarray:
     """Fraction of the gel's volume that bears wall load next to tissue of the given modulus."""
     return gel_modulus_kpa / (gel_modulus_kpa + tissue_modulus_kpa)
+
+
+def polymer_feasibility(designs: DesignBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Designs a polymer cannot make, and why (never clipped: flagged)."""
+    masks = designs.outside_polymer_range()
+    infeasible = np.logical_or.reduce(list(masks.values()))
+    reasons = np.full(len(designs), "", dtype=object)
+    polymers = designs.space.polymers
+    units = {"stiffness_kpa": "kPa", "t50_days": "days", "conductivity_s_per_m": "S/m"}
+    for row in np.flatnonzero(infeasible):
+        polymer = polymers[int(designs.polymer_index[row])]
+        reasons[row] = "; ".join(
+            f"{name} {getattr(designs, name)[row]:.3g} is outside {polymer.name}'s achievable "
+            f"{getattr(polymer, name).low:g}-{getattr(polymer, name).high:g} {units[name]}"
+            for name, mask in masks.items()
+            if mask[row]
+        )
+    return infeasible, reasons
+
+
+def polymer_properties(designs: DesignBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Per design, its polymer's swelling ratio and whether it erodes from the surface."""
+    polymers = designs.space.polymers
+    swelling = np.array([p.swelling_ratio for p in polymers])[designs.polymer_index]
+    surface = np.array([p.degradation_mode == "surface" for p in polymers])[designs.polymer_index]
+    return swelling, surface

@@ -105,3 +105,41 @@ def cavity_volume_m3(points: np.ndarray, endo_triangles: np.ndarray) -> float:
     # Signed volumes of tetrahedra (centre, triangle): the open ring contributes nothing
     # because every tetrahedron shares the apex at the ring's centre.
     return float(abs(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
+
+
+def box_tetrahedra(
+    cells: tuple[int, int, int], size_m: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A box meshed as a structured grid of cubes, six tetrahedra per cube.
+
+    Returns the points ``[P, 3]``, the tetrahedra ``[E, 4]`` and the node index grid
+    ``[nx + 1, ny + 1, nz + 1]`` (to pick faces)."""
+    nx, ny, nz = cells
+    axes = [np.linspace(0.0, s, k + 1) for s, k in zip(size_m, cells, strict=True)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    index = np.arange(len(points)).reshape(nx + 1, ny + 1, nz + 1)
+    cubes = np.stack(
+        [
+            index[:-1, :-1, :-1],
+            index[1:, :-1, :-1],
+            index[1:, 1:, :-1],
+            index[:-1, 1:, :-1],
+            index[:-1, :-1, 1:],
+            index[1:, :-1, 1:],
+            index[1:, 1:, 1:],
+            index[:-1, 1:, 1:],
+        ],
+        axis=-1,
+    ).reshape(-1, 8)
+    # Six tetrahedra per cube around its main diagonal (corner 0 to corner 6).
+    split = [[0, 1, 2, 6], [0, 2, 3, 6], [0, 3, 7, 6], [0, 7, 4, 6], [0, 4, 5, 6], [0, 5, 1, 6]]
+    return points, cubes[:, split].reshape(-1, 4), index
+
+
+def mean_edge_length_m(points: np.ndarray, tetrahedra: np.ndarray) -> float:
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    lengths = [
+        np.linalg.norm(points[tetrahedra[:, a]] - points[tetrahedra[:, b]], axis=1)
+        for a, b in pairs
+    ]
+    return float(np.mean(lengths))

@@ -19,7 +19,12 @@ from hydraopt import hookimpl
 from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Outcomes, OutputSpec, Patient
 from hydraopt.domain.mesh import REGION_BORDER_ZONE, PatientMesh
 from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
-from hydraopt_simulators.hydrogel import gel_state, load_share
+from hydraopt_simulators.hydrogel import (
+    gel_state,
+    load_share,
+    polymer_feasibility,
+    polymer_properties,
+)
 from hydraopt_simulators.mechanics.closed_loop import BeatRecord
 from hydraopt_simulators.mechanics.heart import (
     MMHG_TO_KPA,
@@ -149,7 +154,7 @@ class ReferenceMechanics:
         self, patient: Patient, mesh: PatientMesh, designs: DesignBatch, workdir: Path | None
     ) -> Outcomes:
         heart = self.heart(patient, mesh)
-        infeasible, reasons = _polymer_feasibility(designs)
+        infeasible, reasons = polymer_feasibility(designs)
         ok = np.flatnonzero(~infeasible)
         values = {spec.name: np.full((len(designs), *spec.shape), np.nan) for spec in self.outputs}
         failed = infeasible.copy()
@@ -167,10 +172,7 @@ class ReferenceMechanics:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         s = self.settings
         polymers = designs.space.polymers
-        swelling = np.array([p.swelling_ratio for p in polymers])[designs.polymer_index]
-        surface = np.array([p.degradation_mode == "surface" for p in polymers])[
-            designs.polymer_index
-        ]
+        swelling, surface = polymer_properties(designs)
         weights = heart.weights(_bz_treated_share(mesh)[designs.coverage_index])
         # The untreated heart integrated exactly as the designs are, so that numerical error
         # cancels in every difference and no treatment means no effect.
@@ -318,24 +320,6 @@ def _bz_treated_share(mesh: PatientMesh) -> np.ndarray:
             for c in COVERAGE_PATTERNS
         ]
     )
-
-
-def _polymer_feasibility(designs: DesignBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Designs a polymer cannot make, and why (never clipped: flagged)."""
-    masks = designs.outside_polymer_range()
-    infeasible = np.logical_or.reduce(list(masks.values()))
-    reasons = np.full(len(designs), "", dtype=object)
-    polymers = designs.space.polymers
-    units = {"stiffness_kpa": "kPa", "t50_days": "days", "conductivity_s_per_m": "S/m"}
-    for row in np.flatnonzero(infeasible):
-        polymer = polymers[int(designs.polymer_index[row])]
-        reasons[row] = "; ".join(
-            f"{name} {getattr(designs, name)[row]:.3g} is outside {polymer.name}'s achievable "
-            f"{getattr(polymer, name).low:g}-{getattr(polymer, name).high:g} {units[name]}"
-            for name, mask in masks.items()
-            if mask[row]
-        )
-    return infeasible, reasons
 
 
 @hookimpl
