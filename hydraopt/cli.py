@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from hydraopt import __version__
 from hydraopt.errors import ConfigError, HydraoptError
@@ -147,3 +148,81 @@ def _default_text(field: Any) -> str:
     if field.default_factory is not None:
         return repr(field.default_factory())
     return repr(field.default)
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(path_type=Path))
+@click.option("--patient", "patient_id", required=True, help="Patient id from the cohort.")
+@click.option("--polymer", required=True, help="Polymer name from the library.")
+@click.option(
+    "--coverage",
+    required=True,
+    type=click.Choice(["scar_only", "scar_bz25", "scar_bz50", "scar_bz100"]),
+)
+@click.option("--stiffness-kpa", type=float, required=True, help="Hydrogel modulus E [kPa].")
+@click.option("--t50-days", type=float, required=True, help="Degradation half-life [days].")
+@click.option("--conductivity-s-per-m", type=float, required=True, help="Conductivity [S/m].")
+@click.option("--thickness-mm", type=float, required=True, help="Patch thickness [mm].")
+@click.option(
+    "--simulator",
+    "simulator_names",
+    multiple=True,
+    help="Only this simulator (repeatable); default: every one in the pipeline.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the simulators' files (activation maps, ...) here.",
+)
+@_user_errors
+def simulate(
+    pipeline_file: Path,
+    patient_id: str,
+    polymer: str,
+    coverage: str,
+    stiffness_kpa: float,
+    t50_days: float,
+    conductivity_s_per_m: float,
+    thickness_mm: float,
+    simulator_names: tuple[str, ...],
+    output_dir: Path | None,
+) -> None:
+    """Evaluate one design on one patient of PIPELINE_FILE and print the outcomes with units."""
+    from hydraopt.single_design import simulate_one
+
+    pipeline, registry = _load(pipeline_file)
+    results = simulate_one(
+        pipeline,
+        registry,
+        patient_id,
+        simulator_names,
+        output_dir,
+        design={
+            "polymer": polymer,
+            "coverage": coverage,
+            "stiffness_kpa": stiffness_kpa,
+            "t50_days": t50_days,
+            "conductivity_s_per_m": conductivity_s_per_m,
+            "thickness_mm": thickness_mm,
+        },
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"patient {patient_id}: {results.description}")
+    for column in ("simulator", "output", "value", "unit"):
+        table.add_column(column)
+    for name, outcomes in results.outcomes.items():
+        if outcomes.failed[0]:
+            table.add_row(name, "failed", str(outcomes.failure_reason[0]), "")
+            continue
+        for spec in outcomes.specs:
+            value = outcomes[spec.name][0]
+            text = (
+                ", ".join(f"{v:.3g}" for v in np.ravel(value))
+                if np.ndim(value)
+                else f"{float(value):.4g}"
+            )
+            table.add_row(name, spec.name, text, spec.unit)
+    Console(width=max(110, Console().width)).print(table)

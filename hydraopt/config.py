@@ -160,12 +160,24 @@ class PluginChoice(BaseModel):
         return dict(self.model_extra or {})
 
 
+class GeneratorChoice(PluginChoice):
+    """A generator plugin and its settings; the plugin defaults to ``sobol``."""
+
+    plugin: str = Field("sobol", description="Name of the generator plugin.")
+
+
+class MesherChoice(PluginChoice):
+    """A mesher plugin and its settings; the plugin defaults to ``lv-ellipsoid``."""
+
+    plugin: str = Field("lv-ellipsoid", description="Name of the mesher plugin.")
+
+
 class DatasetConfig(Section):
     """The training dataset's design plan: designs sampled per patient (stage `designs`)."""
 
     designs_per_patient: int = Field(ge=1, description="Designs sampled for each patient.")
-    generator: PluginChoice = Field(
-        default_factory=lambda: PluginChoice(plugin="sobol"),
+    generator: GeneratorChoice = Field(
+        default_factory=GeneratorChoice,
         description="Generator plugin that samples the designs.",
     )
 
@@ -175,8 +187,8 @@ class ScreenConfig(Section):
 
     candidates_per_patient: int = Field(ge=1, description="Candidates generated per patient.")
     batch_size: int = Field(65536, ge=1, description="Candidates scored per batch.")
-    generator: PluginChoice = Field(
-        default_factory=lambda: PluginChoice(plugin="sobol"),
+    generator: GeneratorChoice = Field(
+        default_factory=GeneratorChoice,
         description="Generator plugin for the candidates.",
     )
     filters: list[PluginChoice] = Field(
@@ -200,8 +212,8 @@ class PipelineConfig(Section):
     cohort: CohortConfig
     polymers: PolymersConfig = Field(default_factory=PolymersConfig)
     design_space: DesignSpaceConfig = Field(default_factory=DesignSpaceConfig)
-    mesh: PluginChoice = Field(
-        default_factory=lambda: PluginChoice(plugin="lv-ellipsoid"),
+    mesh: MesherChoice = Field(
+        default_factory=MesherChoice,
         description="Mesher plugin building each patient's LV mesh; meshes are built when "
         "simulators are configured or this table is given.",
     )

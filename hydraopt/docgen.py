@@ -108,7 +108,18 @@ def render_reference(registry: Any | None = None) -> str:
 
     out = [HEADER]
     for name, model in _sections():
-        if model is PluginChoice:
+        if issubclass(model, PluginChoice) and not model.model_fields["plugin"].is_required():
+            default = model.model_fields["plugin"].default
+            out += [
+                f"## `[{name}]`",
+                "",
+                PipelineConfig.model_fields[name].description or "",
+                "",
+                f'A plugin table: `plugin = "NAME"` (default `"{default}"`) and '
+                "the plugin's own settings.",
+                "",
+            ]
+        elif model is PluginChoice:
             out += [
                 f"## `[{name}]`",
                 "",

@@ -67,3 +67,64 @@ def install_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield install
     for module in created:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture(scope="session")
+def patient():
+    from hydraopt.testing import example_patient
+
+    return example_patient()
+
+
+@pytest.fixture(scope="session")
+def lv_mesh(patient):
+    """The example patient's LV at the default (screening) resolution, built once."""
+    from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
+
+    return EllipsoidMesher(EllipsoidMeshSettings()).build(patient)
+
+
+@pytest.fixture(scope="session")
+def library():
+    from hydraopt.polymer_library import read_polymer_library
+
+    return read_polymer_library()
+
+
+@pytest.fixture(scope="session")
+def space(library):
+    from hydraopt.config import DesignSpaceConfig, build_design_space
+
+    return build_design_space(DesignSpaceConfig(), library)
+
+
+@pytest.fixture
+def make_designs(space):
+    """Designs from explicit columns: polymer names, coverage names and numbers."""
+    import numpy as np
+
+    from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch
+
+    def make(polymer, coverage, stiffness_kpa, t50_days, conductivity_s_per_m, thickness_mm):
+        columns = {
+            "stiffness_kpa": stiffness_kpa,
+            "t50_days": t50_days,
+            "conductivity_s_per_m": conductivity_s_per_m,
+            "thickness_mm": thickness_mm,
+        }
+        n = max(np.size(v) for v in (polymer, coverage, *columns.values()))
+        names = np.broadcast_to(np.asarray(polymer), n)
+        coverages = np.broadcast_to(np.asarray(coverage), n)
+        return DesignBatch.from_columns(
+            space,
+            {
+                "polymer_index": np.array([space.polymers.index(p) for p in names]),
+                "coverage_index": np.array([COVERAGE_PATTERNS.index(c) for c in coverages]),
+                **{
+                    k: np.broadcast_to(np.asarray(v, dtype=float), n).copy()
+                    for k, v in columns.items()
+                },
+            },
+        )
+
+    return make

@@ -7,9 +7,13 @@ from typing import Any
 from hydraopt.atomic import file_sha256
 from hydraopt.cohorts import read_cohort_csv
 from hydraopt.config import Pipeline, PipelineConfig
+from hydraopt.domain import Cohort, PolymerLibrary
 from hydraopt.pipeline import Stage, StageContext
 from hydraopt.polymer_library import bundled_library_path, library_columns, read_polymer_library
+from hydraopt.seeding import rng_for
 from hydraopt.synthetic_cohort import synthetic_cohort
+
+COHORT_STAGE_NAME = "cohort"
 
 
 def _depends_on(config: PipelineConfig) -> Any:
@@ -33,21 +37,31 @@ def _source_files(pipeline: Pipeline) -> dict[str, str]:
     return digests
 
 
+def load_cohort(pipeline: Pipeline) -> Cohort:
+    """The pipeline's cohort: read from its CSV or drawn from the study seed."""
+    config = pipeline.config
+    if config.cohort.source == "csv":
+        return read_cohort_csv(pipeline.resolve(config.cohort.path))
+    return synthetic_cohort(
+        config.cohort.n_patients,
+        seed=int(rng_for(config.study.seed, COHORT_STAGE_NAME, "synthetic").integers(2**63)),
+        chronic_fraction=config.cohort.chronic_fraction,
+    )
+
+
+def load_library(pipeline: Pipeline) -> PolymerLibrary:
+    """The pipeline's polymer library, restricted to ``include`` when given."""
+    config = pipeline.config
+    library = read_polymer_library(
+        pipeline.resolve(config.polymers.library) if config.polymers.library else None
+    )
+    return library.subset(config.polymers.include) if config.polymers.include else library
+
+
 def _run(context: StageContext) -> None:
     config = context.config
-    if config.cohort.source == "csv":
-        cohort = read_cohort_csv(context.pipeline.resolve(config.cohort.path))
-    else:
-        cohort = synthetic_cohort(
-            config.cohort.n_patients,
-            seed=int(context.rng("synthetic").integers(2**63)),
-            chronic_fraction=config.cohort.chronic_fraction,
-        )
-    library = read_polymer_library(
-        context.pipeline.resolve(config.polymers.library) if config.polymers.library else None
-    )
-    if config.polymers.include:
-        library = library.subset(config.polymers.include)
+    cohort = load_cohort(context.pipeline)
+    library = load_library(context.pipeline)
     context.reporter.say(f"  {len(cohort)} patients, {len(library)} polymers")
     context.write_artifact(
         "cohort",
@@ -62,7 +76,7 @@ def _run(context: StageContext) -> None:
 
 
 COHORT_STAGE = Stage(
-    name="cohort",
+    name=COHORT_STAGE_NAME,
     version="1",
     sections=(),
     description="load or generate the patient cohort and the polymer library",

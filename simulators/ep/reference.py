@@ -53,7 +53,7 @@ class ReferenceEPSettings(PluginSettings):
     evaluation_weeks: float = Field(
         1.0, ge=0, description="Weeks after injection at which the gel's state is taken."
     )
-    max_time_ms: float = Field(300.0, gt=0, description="Longest simulated time.")
+    max_time_ms: float = Field(500.0, gt=0, description="Longest simulated time.")
     write_activation_maps: bool = Field(
         True, description="Write activation-time fields (XDMF) into the work directory."
     )

@@ -171,7 +171,6 @@ class ReferenceMechanics:
         self, patient: Patient, mesh: PatientMesh, heart: PatientHeart, designs: DesignBatch
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         s = self.settings
-        polymers = designs.space.polymers
         swelling, surface = polymer_properties(designs)
         weights = heart.weights(_bz_treated_share(mesh)[designs.coverage_index])
         # The untreated heart integrated exactly as the designs are, so that numerical error
@@ -181,7 +180,7 @@ class ReferenceMechanics:
             untreated, heart.state[:, None].copy(), self.integration
         )
         baseline = _summarise(heart, untreated, untreated_record, patient, np.zeros((1, 4)))
-        state = np.repeat(heart.state[:, None], len(designs), axis=1)
+        untreated_state = np.repeat(heart.state[:, None], len(designs), axis=1)
         trajectory, endpoint, stable = [], None, None
         for weeks in s.followup_weeks:
             gel = gel_state(
@@ -212,7 +211,9 @@ class ReferenceMechanics:
                 added,
                 displaced,
             )
-            state, record, _ = steady_state(lv, state, self.integration)
+            # Each follow-up starts from the untreated beat: the same start for every design
+            # and time, so a gel that has gone leaves exactly the untreated heart.
+            state, record, _ = steady_state(lv, untreated_state.copy(), self.integration)
             previous_edv = record.edv_ml
             summary = _summarise(
                 heart,
