@@ -41,33 +41,36 @@ MMHG_TO_KPA = 0.133322
 
 @dataclass(frozen=True)
 class Integration:
-    """How finely and how long to integrate: step, and beats (fixed, or until converged)."""
+    """How finely and how long to integrate: step, beats (fixed, or until EDV and ESV change
+    by less than ``tolerance_ml`` per beat) and the valve law (see closed_loop)."""
 
     dt_s: float
     min_beats: int
     max_beats: int
     tolerance_ml: float
+    valve_law: str = "smooth"
 
 
 def steady_state(
     lv: LeftVentricle, state: np.ndarray, integration: Integration
 ) -> tuple[np.ndarray, BeatRecord, np.ndarray]:
-    """Beat until EDV and ESV change by less than the tolerance from one beat to the next
-    (at least ``min_beats``, at most ``max_beats``). Returns the state at the start of the
-    next beat, the last beat's record and a per-heart convergence flag."""
-    previous = None
-    converged = np.zeros(state.shape[1], dtype=bool)
-    for beat in range(integration.max_beats):
-        state, (record,) = integrate_beats(lv, state, 1, integration.dt_s)
-        if previous is not None:
-            change = np.maximum(
-                np.abs(record.edv_ml - previous.edv_ml), np.abs(record.esv_ml - previous.esv_ml)
-            )
-            converged = change < integration.tolerance_ml
-            if beat + 1 >= integration.min_beats and converged.all():
-                break
+    """Beat at least ``min_beats`` and then until EDV and ESV settle (at most ``max_beats``).
+    Returns the state at the start of the next beat, the last beat's record and, per heart,
+    the largest change of EDV or ESV over the last beat [mL]."""
+    state, records = integrate_beats(
+        lv, state, max(integration.min_beats, 2), integration.dt_s, integration.valve_law
+    )
+    previous, record = records[-2:]
+    beats = len(records)
+    while True:
+        change = np.maximum(
+            np.abs(record.edv_ml - previous.edv_ml), np.abs(record.esv_ml - previous.esv_ml)
+        )
+        if beats >= integration.max_beats or np.all(change < integration.tolerance_ml):
+            return state, record, change
         previous = record
-    return state, record, converged
+        state, (record,) = integrate_beats(lv, state, 1, integration.dt_s, integration.valve_law)
+        beats += 1
 
 
 @dataclass(frozen=True)
