@@ -20,7 +20,7 @@ import tomli_w
 
 from hydraopt.config import Pipeline, PipelineConfig, stable_hash
 from hydraopt.errors import HydraoptError
-from hydraopt.execution import Executor, make_executor
+from hydraopt.execution import make_executor
 from hydraopt.progress import Reporter
 from hydraopt.provenance import provenance_record
 from hydraopt.registry import PluginRegistry
@@ -89,8 +89,17 @@ class StageContext:
             table["kind"], table["name"], self.pipeline.plugin_settings[loc]
         )
 
-    def executor(self, n_units: int) -> Executor:
-        return make_executor(self.config.execution, n_units)
+    def run_units(self, function: Callable[[Any], Any], jobs: list[Any], label: str) -> None:
+        """Run ``function`` on every job whose ``output`` file does not exist yet, with
+        progress: the units an interrupted run finished are not redone."""
+        todo = [job for job in jobs if not job.output.exists()]
+        done = len(jobs) - len(todo)
+        if done:
+            self.reporter.say(f"  resuming: {done} of {len(jobs)} {label} already done")
+        with self.reporter.task(label, total=len(jobs), unit=label, done=done) as advance:
+            executor = make_executor(self.config.execution, len(todo))
+            for _job, _result in executor.map_unordered(function, todo):
+                advance(1)
 
     def provenance(self) -> dict[str, Any]:
         return provenance_record(

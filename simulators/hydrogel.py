@@ -44,20 +44,14 @@ class GelState:
     thickness_ratio: np.ndarray
 
 
-def gel_state(
-    stiffness_kpa: np.ndarray,
-    t50_days: np.ndarray,
-    thickness_mm: np.ndarray,
-    swelling_ratio: np.ndarray,
-    surface_erosion: np.ndarray,
-    wall_thickness_mm: float,
-    weeks: float,
-) -> GelState:
-    """The gel of each design ``weeks`` after injection."""
-    remaining = np.exp2(-weeks * DAYS_PER_WEEK / t50_days)
-    modulus = np.where(surface_erosion, stiffness_kpa, stiffness_kpa * remaining)
-    thickness = swelling_ratio * thickness_mm * np.where(surface_erosion, remaining, 1.0)
-    # A bulk gel whose modulus has gone has dissolved: it no longer occupies the wall.
+def gel_state(designs: DesignBatch, wall_thickness_mm: float, weeks: float) -> GelState:
+    """The gel of each design ``weeks`` after injection, from its numbers and its polymer's
+    swelling ratio and degradation mode."""
+    swelling, surface_erosion = polymer_properties(designs)
+    remaining = np.exp2(-weeks * DAYS_PER_WEEK / designs.t50_days)
+    modulus = np.where(surface_erosion, designs.stiffness_kpa, designs.stiffness_kpa * remaining)
+    thickness = swelling * designs.thickness_mm * np.where(surface_erosion, remaining, 1.0)
+    # A gel with (almost) nothing left no longer occupies the wall.
     thickness = np.where(remaining < 1e-3, 0.0, thickness)
     return GelState(modulus, thickness / wall_thickness_mm)
 

@@ -87,22 +87,12 @@ def _run(context: StageContext) -> None:
         )
         for pid in cohort.ids
     ]
-    todo = [job for job in jobs if not job.output.exists()]
-    if len(todo) < len(jobs):
-        context.reporter.say(f"  resuming: {len(jobs) - len(todo)} patients already done")
-    with context.reporter.task(
-        "patients", total=len(jobs), unit="patients", done=len(jobs) - len(todo)
-    ) as advance:
-        try:
-            for _job, _path in context.executor(len(todo)).map_unordered(
-                generate_patient_designs, todo
-            ):
-                advance(1)
-        except ValueError as exc:  # the generator cannot make what the settings ask for
-            raise HydraoptError(
-                f"{context.pipeline.path}: dataset.generator "
-                f"({config.dataset.generator.plugin}): {exc}"
-            ) from None
+    try:
+        context.run_units(generate_patient_designs, jobs, "patients")
+    except ValueError as exc:  # the generator cannot make what the settings ask for
+        raise HydraoptError(
+            f"{context.pipeline.path}: dataset.generator ({config.dataset.generator.plugin}): {exc}"
+        ) from None
     tables = {f"designs/{job.patient_id}": read_h5_table(job.output, "designs") for job in jobs}
     # Checks the gathered columns against the space before they become the artifact.
     for table in tables.values():

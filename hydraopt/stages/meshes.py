@@ -58,12 +58,7 @@ def _run(context: StageContext) -> None:
     views = context.store.run_dir / "meshes"
     views.mkdir(exist_ok=True)
     jobs = [MeshJob(p, mesher, work / f"{p.patient_id}.h5", views) for p in cohort]
-    todo = [job for job in jobs if not job.output.exists()]
-    with context.reporter.task(
-        "meshes", total=len(jobs), unit="meshes", done=len(jobs) - len(todo)
-    ) as advance:
-        for _job, _path in context.executor(len(todo)).map_unordered(build_patient_mesh, todo):
-            advance(1)
+    context.run_units(build_patient_mesh, jobs, "meshes")
     tables: dict[str, Any] = {}
     meta = {}
     for job in jobs:

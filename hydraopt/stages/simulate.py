@@ -99,12 +99,7 @@ def _run(context: StageContext) -> None:
         for patient in cohort
         for name, simulator in simulators.items()
     ]
-    todo = [job for job in jobs if not job.output.exists()]
-    with context.reporter.task(
-        "patient x simulator", total=len(jobs), unit="units", done=len(jobs) - len(todo)
-    ) as advance:
-        for _job, _path in context.executor(len(todo)).map_unordered(run_simulation, todo):
-            advance(1)
+    context.run_units(run_simulation, jobs, "simulations")
     tables, errors = {}, []
     for job in jobs:
         tables[f"outcomes/{job.patient.patient_id}/{job.simulator_name}"] = read_h5_table(

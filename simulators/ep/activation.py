@@ -30,7 +30,7 @@ from hydraopt_simulators.ep.solver import (
 )
 from hydraopt_simulators.ep.tissue import TunedConductivity, conductivity_tensors
 from hydraopt_simulators.fem import lumped_mass, shape_gradients, stiffness_matrix
-from hydraopt_simulators.hydrogel import gel_state, polymer_feasibility, polymer_properties
+from hydraopt_simulators.hydrogel import gel_state, polymer_feasibility
 
 BATCH = 32  # designs integrated together
 STIMULUS_RADIUS_M = 0.005
@@ -73,16 +73,7 @@ def evaluate_designs(
     )
 
     infeasible, reasons = polymer_feasibility(designs)
-    swelling, surface = polymer_properties(designs)
-    gel = gel_state(
-        designs.stiffness_kpa,
-        designs.t50_days,
-        designs.thickness_mm,
-        swelling,
-        surface,
-        patient.wall_thickness_mm,
-        settings.evaluation_weeks,
-    )
+    gel = gel_state(designs, patient.wall_thickness_mm, settings.evaluation_weeks)
     gel_fraction = gel.thickness_ratio / (1.0 + gel.thickness_ratio)
 
     maps = np.full((n_nodes, n), np.nan)

@@ -23,7 +23,6 @@ from hydraopt_simulators.hydrogel import (
     gel_state,
     load_share,
     polymer_feasibility,
-    polymer_properties,
 )
 from hydraopt_simulators.mechanics.closed_loop import BeatRecord
 from hydraopt_simulators.mechanics.heart import (
@@ -177,7 +176,6 @@ class ReferenceMechanics:
         self, patient: Patient, mesh: PatientMesh, heart: PatientHeart, designs: DesignBatch
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         s = self.settings
-        swelling, surface = polymer_properties(designs)
         weights = heart.weights(_bz_treated_share(mesh)[designs.coverage_index])
         # The untreated heart integrated exactly as the designs are, so that numerical error
         # cancels in every difference and no treatment means no effect.
@@ -189,15 +187,7 @@ class ReferenceMechanics:
         untreated_state = np.repeat(heart.state[:, None], len(designs), axis=1)
         trajectory, endpoint, stable = [], None, None
         for weeks in s.followup_weeks:
-            gel = gel_state(
-                designs.stiffness_kpa,
-                designs.t50_days,
-                designs.thickness_mm,
-                swelling,
-                surface,
-                patient.wall_thickness_mm,
-                weeks,
-            )
+            gel = gel_state(designs, patient.wall_thickness_mm, weeks)
             gel_ratio = np.zeros((len(designs), 4))
             gel_ratio[:, BZ_TREATED] = gel.thickness_ratio
             gel_ratio[:, SCAR] = gel.thickness_ratio
