@@ -38,10 +38,14 @@ def stiffness_matrix(
     return sparse.csr_matrix((local.ravel(), (rows, cols)), shape=(n, n))
 
 
-def lumped_mass(points: np.ndarray, tetrahedra: np.ndarray) -> np.ndarray:
-    """Row-summed (lumped) P1 mass matrix as a vector: a quarter of each element's volume to
-    each of its nodes."""
+def lumped_mass(
+    points: np.ndarray, tetrahedra: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Row-summed (lumped) P1 mass matrix as a vector: a quarter of each element's volume
+    (times its weight, when given) to each of its nodes."""
     _, volumes = shape_gradients(points, tetrahedra)
+    if weights is not None:
+        volumes = volumes * weights
     mass = np.zeros(len(points))
     np.add.at(mass, tetrahedra.ravel(), np.repeat(volumes / 4.0, 4))
     return mass

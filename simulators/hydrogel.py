@@ -4,9 +4,10 @@ Degradation: the gel's remaining mass fraction follows first-order kinetics,
 m(t) = 2^(-t / t50). How the gel loses its mass depends on the polymer
 (``degradation_mode`` in the library, with its literature source):
 
-* bulk (hydrolysis throughout the network): the gel keeps its swollen volume while its
-  modulus falls with its crosslink density, E(t) = E0 m(t) (rubber elasticity: E is
-  proportional to the density of elastically active chains);
+* bulk (hydrolysis throughout the network): the modulus falls with the crosslink density,
+  E(t) = E0 m(t) (rubber elasticity: E is proportional to the density of elastically active
+  chains), and the loosening network swells as it loses mass: with Flory-Rehner's
+  Q ~ nu^(-3/5) and nu ~ m, the volume is V(t) = V_swollen m(t)^(2/5);
 * surface (enzymatic or cellular erosion from the interface): the gel shrinks,
   V(t) = V_swollen m(t), while what remains keeps its modulus, E(t) = E0.
 
@@ -34,6 +35,10 @@ import numpy as np
 from hydraopt.domain import DesignBatch
 
 DAYS_PER_WEEK = 7.0
+# Flory-Rehner: equilibrium swelling Q ~ (crosslink density)^(-3/5), so a bulk-degrading gel's
+# volume goes as m * m^(-3/5) = m^(2/5).
+BULK_SWELLING_EXPONENT = 0.4
+GONE = 2.0**-20
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,10 @@ def gel_state(designs: DesignBatch, wall_thickness_mm: float, weeks: float) -> G
     swelling, surface_erosion = polymer_properties(designs)
     remaining = np.exp2(-weeks * DAYS_PER_WEEK / designs.t50_days)
     modulus = np.where(surface_erosion, designs.stiffness_kpa, designs.stiffness_kpa * remaining)
-    thickness = swelling * designs.thickness_mm * np.where(surface_erosion, remaining, 1.0)
-    # A gel with (almost) nothing left no longer occupies the wall.
-    thickness = np.where(remaining < 1e-3, 0.0, thickness)
+    volume_fraction = np.where(surface_erosion, remaining, remaining ** BULK_SWELLING_EXPONENT)
+    # After twenty half-lives (one part in a million) nothing is left in the wall.
+    volume_fraction = np.where(remaining < GONE, 0.0, volume_fraction)
+    thickness = swelling * designs.thickness_mm * volume_fraction
     return GelState(modulus, thickness / wall_thickness_mm)
 
 

@@ -23,6 +23,8 @@ def test_ellipsoid_sizing_holds_the_edv():
 
 def test_mesh_cavity_matches_the_edv(patient, lv_mesh):
     assert lv_mesh.cavity_volume_ml() == pytest.approx(patient.edv_ml, rel=0.02)
+    # The sized ellipsoid itself is right: the final correction for faceting is small.
+    assert abs(lv_mesh.meta["volume_scale"] - 1.0) < 0.02
 
 
 def test_regions_match_the_patient_and_the_mesher_conforms(patient):
@@ -113,6 +115,11 @@ def test_missing_region_tags_name_the_patient_and_field(lv_mesh):
         PatientMesh(
             lv_mesh.patient_id, lv_mesh.points_m, lv_mesh.tetrahedra, cell_data, lv_mesh.surfaces
         )
+
+
+def test_patient_without_infarct_is_outside_the_target_population(patient):
+    with pytest.raises(DataError, match=r"scar_fraction_pct: 0 % is outside"):
+        replace(patient, scar_fraction_pct=0.0).validated()
 
 
 def test_implausible_patient_is_named(patient):

@@ -30,6 +30,25 @@ def test_untuned_coarse_mesh_would_conduct_too_slowly():
     assert bar_velocity_m_per_s(fine, 6e-3) < 0.5
 
 
+def test_too_coarse_a_mesh_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"no conductivity gives 0.1 m/s at a 8.4 mm edge length"):
+        tune_conductivity(0.1, 8.4e-3)
+
+
+def test_border_zone_conduction_is_similar_across_resolutions(patient, make_designs):
+    from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
+
+    designs = make_designs("alginate-ik5001", "scar_only", 2.0, 20.0, 0.01, 0.1)
+    velocities = []
+    for size in (6.0, 4.0):
+        mesh = EllipsoidMesher(EllipsoidMeshSettings(element_size_mm=size)).build(patient)
+        ep = ReferenceEP(ReferenceEPSettings())
+        velocities.append(
+            ep.simulate(patient, mesh, designs, None)["bz_conduction_velocity_m_per_s"][0]
+        )
+    assert velocities[0] == pytest.approx(velocities[1], rel=0.25)
+
+
 def test_scar_does_not_conduct(ep, patient, lv_mesh, make_designs):
     designs = make_designs("alginate-ik5001", "scar_only", 2.0, 20.0, 0.01, 0.1)
     _, failed, _, maps = evaluate_designs(patient, lv_mesh, designs, ep.tuned(lv_mesh), ep.settings)
@@ -42,7 +61,8 @@ def test_scar_does_not_conduct(ep, patient, lv_mesh, make_designs):
     )
     assert scar_only_nodes.any()
     assert np.isnan(maps[scar_only_nodes, 0]).all()
-    assert np.isfinite(maps[~scar_only_nodes, 0]).mean() > 0.9
+    # Everything else activates: the myocytes next to the scar are not loaded by its volume.
+    assert np.isfinite(maps[~scar_only_nodes, 0]).all()
 
 
 def test_conductive_hydrogel_shortens_activation(ep, patient, lv_mesh, make_designs):

@@ -50,7 +50,8 @@ def test_reproduces_circulation_regazzoni2020_without_infarct(tmp_path):
     assert ours.peak_p_lv_mmhg[0] == pytest.approx(reference["peak_p"], rel=0.02)
 
 
-def test_blood_volume_is_conserved():
+@pytest.mark.parametrize("valve_law", ["smooth", "ideal"])
+def test_blood_volume_is_conserved(valve_law):
     lv = build_regional_lv(
         np.array([[0.7, 0.1, 0.0, 0.2]]), 4.0, 0.1, 50.0, TissueProperties(20.0, 1.5, 0.67)
     )
@@ -70,7 +71,7 @@ def test_blood_volume_is_conserved():
         )
 
     before = total(state.copy())
-    state, _ = closed_loop.integrate_beats(lv, state, 2, 4e-3)
+    state, _ = closed_loop.integrate_beats(lv, state, 2, 4e-3, valve_law)
     assert total(state)[0] == pytest.approx(before[0], rel=1e-9)
 
 
@@ -151,3 +152,38 @@ def test_results_are_deterministic(patient, lv_mesh, make_designs):
     )
     for name in first.names:
         np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_calibration_follows_the_patient(mechanics, patient, lv_mesh, make_designs):
+    from dataclasses import replace
+
+    designs = make_designs("alginate-algisyl", "scar_bz50", 5.0, 120.0, 0.02, 1.0)
+    first = mechanics.simulate(patient, lv_mesh, designs, None)
+    smaller = replace(patient, esv_ml=95.0, lvef_pct=44.1)
+    second = mechanics.simulate(smaller, lv_mesh, designs, None)
+    assert second["esv_ml"][0] < first["esv_ml"][0] - 5.0
+
+
+def test_unreachable_patient_is_a_clear_error(mechanics, patient):
+    from dataclasses import replace
+
+    from hydraopt.errors import DataError
+
+    # A 60% scar cannot leave an ejection fraction of 65%.
+    impossible = replace(
+        patient,
+        scar_fraction_pct=60.0,
+        transmurality=0.9,
+        bz_fraction_pct=8.0,
+        esv_ml=59.5,
+        lvef_pct=65.0,
+    )
+    from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
+
+    mesh = EllipsoidMesher(EllipsoidMeshSettings(element_size_mm=8.0)).build(impossible)
+    with pytest.raises(
+        DataError,
+        match=r"patient 'EXAMPLE01': the reference mechanics cannot "
+        r"reach EDV 170 mL and ESV 59.5 mL",
+    ):
+        mechanics.heart(impossible, mesh)

@@ -50,7 +50,7 @@ PATIENT_FEATURES: tuple[PatientFeature, ...] = (
         "%",
         "cardiac",
         "infarct (scar) size as % of LV myocardium",
-        0.0,
+        1.0,
         75.0,
     ),
     PatientFeature(
@@ -58,7 +58,7 @@ PATIENT_FEATURES: tuple[PatientFeature, ...] = (
         "%",
         "cardiac",
         "border-zone (peri-infarct) size as % of LV myocardium",
-        0.0,
+        1.0,
         40.0,
     ),
     PatientFeature(

@@ -35,15 +35,13 @@ class ReferenceEPSettings(PluginSettings):
     cross_velocity_m_per_s: float = Field(
         0.3, gt=0, description="Target conduction velocity across fibres in healthy tissue."
     )
-    bz_fibre_conductivity_fraction: float = Field(
-        0.25, gt=0, le=1, description="Border-zone along-fibre conductivity over healthy."
+    bz_fibre_velocity_m_per_s: float = Field(
+        0.3, gt=0, description="Target border-zone velocity along fibres (a quarter of the "
+        "healthy conductivity: half the velocity)."
     )
-    bz_cross_conductivity_fraction: float = Field(
-        0.1,
-        gt=0,
-        le=1,
-        description="Border-zone across-fibre conductivity over healthy "
-        "(90% reduction, Arevalo et al. 2016).",
+    bz_cross_velocity_m_per_s: float = Field(
+        0.1, gt=0, description="Target border-zone velocity across fibres (90% less "
+        "conductivity, Arevalo et al. 2016: about a third of the velocity)."
     )
     stimulus_aha_segments: list[int] = Field(
         default_factory=lambda: [17],
@@ -91,9 +89,13 @@ class ReferenceEP:
 
         edge = round(mean_edge_length_m(mesh.points_m, mesh.tetrahedra), 5)
         if edge not in self._tuned:
-            self._tuned[edge] = tune(
-                edge, self.settings.fibre_velocity_m_per_s, self.settings.cross_velocity_m_per_s
-            )
+            s = self.settings
+            self._tuned[edge] = tune(edge, {
+                "remote_fibre": s.fibre_velocity_m_per_s,
+                "remote_cross": s.cross_velocity_m_per_s,
+                "bz_fibre": s.bz_fibre_velocity_m_per_s,
+                "bz_cross": s.bz_cross_velocity_m_per_s,
+            })
         return self._tuned[edge]
 
     def simulate(

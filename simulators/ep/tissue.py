@@ -21,11 +21,14 @@ from hydraopt_simulators.fem import lumped_mass, stiffness_matrix
 
 @dataclass(frozen=True)
 class TunedConductivity:
-    """Along- and across-fibre conductivities [S/m] for one mesh resolution."""
+    """Conductivities [S/m] tuned at one mesh resolution, by target name (for example
+    ``remote_fibre``, ``bz_cross``)."""
 
     edge_length_m: float
-    fibre_s_per_m: float
-    cross_s_per_m: float
+    conductivities_s_per_m: dict[str, float]
+
+    def __getitem__(self, name: str) -> float:
+        return self.conductivities_s_per_m[name]
 
 
 def conductivity_tensors(
@@ -65,28 +68,41 @@ def bar_velocity_m_per_s(conductivity_s_per_m: float, edge_length_m: float) -> f
     return float(slope * 1000.0)
 
 
-def tune_conductivity(
-    target_m_per_s: float, edge_length_m: float, initial_s_per_m: float = 0.1, iterations: int = 12
-) -> float:
-    """The conductivity giving ``target_m_per_s`` along a bar at this resolution."""
-    sigma = initial_s_per_m
+def tune_conductivity(target_m_per_s: float, edge_length_m: float,
+                      initial_s_per_m: float = 0.1, iterations: int = 40) -> float:
+    """The conductivity giving ``target_m_per_s`` along a bar at this resolution.
+
+    tuneCV's fixed-point update sigma (target / CV)^2 until the target is bracketed, then
+    bisection on log sigma: near propagation failure CV(sigma) is far from sqrt(sigma), and
+    below some sigma the discrete wave stops altogether."""
+    sigma, too_slow, too_fast = initial_s_per_m, 0.0, np.inf
+    best = (np.inf, sigma, 0.0)
     for _ in range(iterations):
         velocity = bar_velocity_m_per_s(sigma, edge_length_m)
-        if velocity <= 0:  # no propagation: conduct more
-            sigma *= 4.0
-            continue
-        if abs(velocity - target_m_per_s) < 0.01 * target_m_per_s:
+        error = abs(velocity - target_m_per_s) / target_m_per_s
+        best = min(best, (error, sigma, velocity))
+        if error < 0.01:
             return sigma
-        sigma *= (target_m_per_s / velocity) ** 2
-    raise RuntimeError(
-        f"conductivity tuning did not reach {target_m_per_s} m/s at "
-        f"{edge_length_m * 1000:.2f} mm (last {velocity:.3f} m/s)"
+        if velocity < target_m_per_s:
+            too_slow = max(too_slow, sigma)
+        else:
+            too_fast = min(too_fast, sigma)
+        if too_slow > 0 and np.isfinite(too_fast):  # bracketed: bisect on log sigma
+            sigma = np.sqrt(too_slow * too_fast)
+        elif velocity <= 0:
+            sigma *= 4.0
+        else:
+            sigma *= (target_m_per_s / velocity) ** 2
+    if best[0] < 0.03:
+        return best[1]
+    raise ValueError(
+        f"no conductivity gives {target_m_per_s} m/s at a {edge_length_m * 1000:.1f} mm edge "
+        f"length (closest {best[2]:.3f} m/s); use a smaller mesh element size"
     )
 
 
-def tune(edge_length_m: float, fibre_target: float, cross_target: float) -> TunedConductivity:
-    return TunedConductivity(
-        edge_length_m=edge_length_m,
-        fibre_s_per_m=tune_conductivity(fibre_target, edge_length_m),
-        cross_s_per_m=tune_conductivity(cross_target, edge_length_m),
-    )
+def tune(edge_length_m: float, targets_m_per_s: dict[str, float]) -> TunedConductivity:
+    """Tune every named target velocity at this resolution."""
+    return TunedConductivity(edge_length_m, {
+        name: tune_conductivity(target, edge_length_m) for name, target in targets_m_per_s.items()
+    })

@@ -26,9 +26,9 @@ class EllipsoidMeshSettings(PluginSettings):
     element_size_mm: float = Field(
         6.0,
         gt=0.5,
-        le=20.0,
-        description="Reference element size (gmsh psize_ref): coarse for screening, finer "
-        "for validation.",
+        le=8.0,
+        description="Reference element size (gmsh psize_ref): 6 mm for screening, 3-4 mm for "
+        "validation; coarser meshes cannot carry the border zone's slow conduction.",
     )
     long_to_short_axis_ratio: float = Field(
         2.4,

@@ -3,9 +3,11 @@
 The regional LV of :mod:`.regional_lv` takes its region sizes from the patient's mesh. Its
 healthy-myocardium elastances EA (active) and EB (passive) are then fitted so that the
 untreated heart, beating in Regazzoni et al.'s closed loop, reaches the patient's measured
-end-diastolic and end-systolic volumes (Newton's method on log EA, log EB, with a
-finite-difference Jacobian; the three evaluations of each step integrate together). The
-unloaded volume V0 scales with the EDV from the reference heart's (42 mL at 136.9 mL).
+end-diastolic and end-systolic volumes (Gauss-Newton on log EA, log EB, with a
+finite-difference Jacobian, damped Levenberg-Marquardt style when a step overshoots; the three
+evaluations of each step integrate together). The unloaded volume V0 scales with the EDV from
+the reference heart's (42 mL at 136.9 mL), and stays below 60% of the ESV so that high
+ejection fractions remain reachable.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def calibrate(
     """Fit EA and EB so the untreated heart has the patient's EDV and ESV."""
     fractions = region_fractions(mesh)
     weights = np.tile([fractions["remote"], fractions["bz"], 0.0, fractions["scar"]], (3, 1))
-    v0 = CHAMBERS["LV"]["V0"] * patient.edv_ml / REFERENCE_EDV_ML
+    v0 = min(CHAMBERS["LV"]["V0"] * patient.edv_ml / REFERENCE_EDV_ML, 0.6 * patient.esv_ml)
     target = np.array([patient.edv_ml, patient.esv_ml])
     tolerance_ml = max(0.5, 0.005 * patient.edv_ml)
     x = np.log([CHAMBERS["LV"]["EA"], CHAMBERS["LV"]["EB"] * REFERENCE_EDV_ML / patient.edv_ml])
@@ -137,9 +139,18 @@ def calibrate(
     # Levenberg-Marquardt: Gauss-Newton steps, damped when a step makes things worse.
     residual, jacobian, state = evaluate(x, initial_state(3) + extra_blood)
     damping = 0.0
-    for _iteration in range(max_iterations):
+    for iteration in range(max_iterations + 1):
         if np.abs(residual).max() < tolerance_ml:
             break
+        if iteration == max_iterations:
+            volumes = residual + target
+            raise DataError(
+                f"patient {patient.patient_id!r}: the reference mechanics cannot reach "
+                f"EDV {patient.edv_ml:g} mL and ESV {patient.esv_ml:g} mL (closest: "
+                f"{volumes[0]:.1f} and {volumes[1]:.1f} mL); the scar and border zone leave too "
+                "little contracting myocardium for this ejection fraction, or the volumes "
+                "are outside what the closed loop can hold"
+            )
         normal = jacobian.T @ jacobian
         move = np.linalg.solve(
             normal + damping * np.diag(np.diag(normal)) + 1e-12 * np.eye(2), -jacobian.T @ residual
@@ -153,13 +164,6 @@ def calibrate(
             damping /= 3.0
         else:
             damping = max(4.0 * damping, 1e-2)
-    else:
-        volumes = residual + target
-        raise DataError(
-            f"patient {patient.patient_id!r}: the reference mechanics cannot reach "
-            f"EDV {patient.edv_ml:g} mL and ESV {patient.esv_ml:g} mL (closest: "
-            f"{volumes[0]:.1f} and {volumes[1]:.1f} mL)"
-        )
     lv = _lv_for(weights[:1], x[None, :], v0, tissue)
     final_state, baseline, _ = steady_state(lv, state[:, :1].copy(), integration)
     wall_volume = mesh.myocardial_volume_ml()

@@ -138,11 +138,11 @@ class ReferenceMechanics:
                 shape=(n_times,),
             ),
         )
-        self._hearts: dict[tuple[str, int], PatientHeart] = {}
+        self._hearts: dict[tuple[Patient, str], PatientHeart] = {}
 
     def heart(self, patient: Patient, mesh: PatientMesh) -> PatientHeart:
         """The patient's calibrated untreated heart (computed once per patient and mesh)."""
-        key = (patient.patient_id, hash(mesh.tetrahedra.tobytes()))
+        key = (patient, _mesh_fingerprint(mesh))
         if key not in self._hearts:
             self._hearts[key] = calibrate(
                 patient,
@@ -164,12 +164,14 @@ class ReferenceMechanics:
         failed = infeasible.copy()
         for start in range(0, len(ok), BATCH):  # batches sized for the CPU's caches
             rows = ok[start : start + BATCH]
-            results, stable = self._evaluate(patient, mesh, heart, designs.take(rows))
+            results, physical = self._evaluate(patient, mesh, heart, designs.take(rows))
             for name, column in results.items():
                 values[name][rows] = column
-            unsettled = rows[~stable]
-            reasons[unsettled] = "the treated heart did not reach a settled beat"
-            failed[unsettled] = ~np.isfinite(values["delta_ef_pct"][unsettled])
+            unphysical = rows[~physical]
+            for name in values:
+                values[name][unphysical] = np.nan
+            reasons[unphysical] = "the treated heart has a negative regional volume"
+            failed[unphysical] = True
         return Outcomes(self.outputs, values, failed, reasons)
 
     def _evaluate(
@@ -185,7 +187,7 @@ class ReferenceMechanics:
         )
         baseline = _summarise(heart, untreated, untreated_record, patient, np.zeros((1, 4)))
         untreated_state = np.repeat(heart.state[:, None], len(designs), axis=1)
-        trajectory, endpoint, stable = [], None, None
+        trajectory, endpoint, stable, physical = [], None, None, None
         for weeks in s.followup_weeks:
             gel = gel_state(designs, patient.wall_thickness_mm, weeks)
             gel_ratio = np.zeros((len(designs), 4))
@@ -223,20 +225,31 @@ class ReferenceMechanics:
             trajectory.append(summary["ef_pct"] - baseline["ef_pct"][0])
             if weeks == s.endpoint_weeks:
                 endpoint = summary
-                stable = (change_ml < SETTLED_FRACTION * record.edv_ml) & summary["physical"]
+                physical = summary["physical"]
+                stable = change_ml < SETTLED_FRACTION * record.edv_ml
         results = {
             "delta_ef_pct": endpoint["ef_pct"] - baseline["ef_pct"][0],
             "edv_ml": endpoint["edv_ml"],
             "esv_ml": endpoint["esv_ml"],
             "bz_stress_reduction_pct": 100.0
             * (1.0 - endpoint["bz_stress_kpa"] / baseline["bz_stress_kpa"][0]),
-            "strain_normalization_pct": 100.0
-            * (endpoint["infarct_strain"] - baseline["infarct_strain"][0])
-            / (baseline["remote_strain"][0] - baseline["infarct_strain"][0]),
+            "strain_normalization_pct": _strain_normalization(endpoint, baseline),
             "stable": stable.astype(float),
             "delta_ef_trajectory_pct": np.stack(trajectory, axis=1),
         }
-        return results, stable
+        return results, physical
+
+
+def _strain_normalization(treated: dict, untreated: dict) -> np.ndarray:
+    """Share [%] of the infarct region's shortening deficit against remote that the gel
+    recovers. Regional strain is the ED-to-ES volume excursion over the untreated region's ED
+    volume, so the gel's own volume (which shifts a region's volumes, not its motion) does not
+    count as strain."""
+    infarct_ed = untreated["infarct_ed_ml"][0]
+    strain_before = untreated["infarct_excursion_ml"][0] / infarct_ed
+    strain_after = treated["infarct_excursion_ml"] / infarct_ed
+    remote = untreated["remote_excursion_ml"][0] / untreated["remote_ed_ml"][0]
+    return 100.0 * (strain_after - strain_before) / (remote - strain_before)
 
 
 def _calibration_integration(integration: Integration) -> Integration:
@@ -288,16 +301,29 @@ def _summarise(
         & (record.esv_ml > 0)
         & (record.edv_ml > record.esv_ml)
         & np.all(at_es > -1e-9, axis=1)
+        & np.all(at_ed > -1e-9, axis=1)
     )
     return {
         "ef_pct": record.ef_pct,
         "edv_ml": record.edv_ml,
         "esv_ml": record.esv_ml,
         "bz_stress_kpa": bz_stress,
-        "remote_strain": (at_ed[:, REMOTE] - at_es[:, REMOTE]) / at_ed[:, REMOTE],
-        "infarct_strain": (infarct_ed - infarct_es) / infarct_ed,
+        "remote_excursion_ml": at_ed[:, REMOTE] - at_es[:, REMOTE],
+        "remote_ed_ml": at_ed[:, REMOTE],
+        "infarct_excursion_ml": infarct_ed - infarct_es,
+        "infarct_ed_ml": infarct_ed,
         "physical": physical,
     }
+
+
+def _mesh_fingerprint(mesh: PatientMesh) -> str:
+    """What the calibration depends on: the geometry and the region tags."""
+    import hashlib
+
+    digest = hashlib.sha256(mesh.points_m.tobytes())
+    digest.update(mesh.tetrahedra.tobytes())
+    digest.update(np.asarray(mesh.cell_data["region"]).tobytes())
+    return digest.hexdigest()
 
 
 def _bz_treated_share(mesh: PatientMesh) -> np.ndarray:

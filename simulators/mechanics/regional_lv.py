@@ -11,8 +11,10 @@ with EB, EA the healthy chamber's passive and active elastance (Regazzoni et al.
 when the heart is healthy: then C(t) = 1 / (EB + EA e(t)) exactly), k_i the region's passive
 stiffness relative to healthy myocardium, a_i its contractility relative to healthy
 myocardium, and dEB_i the stiffness the hydrogel adds (:mod:`.hydrogel`). Scar has no active
-tension (a = 0) and is about three times stiffer than healthy myocardium (Berry et al. 2006:
-55 vs 18 kPa); the border zone contracts with about two thirds of the remote strength (Wenk
+tension (a = 0) and, by default, twenty times the passive elastance of healthy myocardium
+(collagen scar stiffens steeply with strain, so at systolic loads it is far stiffer than the
+small-strain ratio of 55 vs 18 kPa of Berry et al. 2006; see docs/physics.md); the border zone
+contracts with about two thirds of the remote strength (Wenk
 et al. 2012: maximal active tension 73.1 vs 109.5 kPa). A non-contracting, compliant region
 bulges in systole: the regional dyskinesis that lowers the infarcted heart's EF and that a
 stiffening hydrogel reduces.
