@@ -62,6 +62,7 @@ class Reporter:
                 progress.advance(task_id, k)
                 done_now = progress.tasks[0].completed - done
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                progress.update(task_id, rate=f"{done_now / elapsed:,.0f}")
+                rate = done_now / elapsed
+                progress.update(task_id, rate=f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}")
 
             yield advance

@@ -73,3 +73,13 @@ def test_help_and_validate_do_not_import_torch(write_pipeline):
     )
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert process.returncode == 0, process.stderr
+
+
+def test_every_example_pipeline_validates():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    assert len(examples) >= 2
+    for path in examples:
+        result = hydraopt("validate", str(path))
+        assert result.exit_code == 0, (path, result.output)
