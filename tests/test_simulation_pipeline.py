@@ -111,54 +111,31 @@ def test_a_failing_patient_is_recorded_not_fatal(write_pipeline, registry, monke
     assert table["failed"].all() and np.isnan(table["delta_ef_pct"]).all()
 
 
+def simulate_command(path, polymer, *extra):
+    """`hydraopt simulate` on SYN001 with one design of ``polymer`` (scar_bz50, 5 kPa,
+    120 days, 0.02 S/m, 1 mm)."""
+    design = [
+        "--coverage",
+        "scar_bz50",
+        "--stiffness-kpa",
+        "5",
+        "--t50-days",
+        "120",
+        "--conductivity-s-per-m",
+        "0.02",
+        "--thickness-mm",
+        "1",
+    ]
+    arguments = ["simulate", str(path), "--patient", "SYN001", "--polymer", polymer]
+    return CliRunner().invoke(main, [*arguments, *design, *extra])
+
+
 def test_simulate_command_prints_outcomes_with_units(write_pipeline):
     path = write_pipeline(PIPELINE)
-    result = CliRunner().invoke(
-        main,
-        [
-            "simulate",
-            str(path),
-            "--patient",
-            "SYN001",
-            "--polymer",
-            "alginate-algisyl",
-            "--coverage",
-            "scar_bz50",
-            "--stiffness-kpa",
-            "5",
-            "--t50-days",
-            "120",
-            "--conductivity-s-per-m",
-            "0.02",
-            "--thickness-mm",
-            "1",
-            "--simulator",
-            "reference-mechanics",
-        ],
-    )
+    result = simulate_command(path, "alginate-algisyl", "--simulator", "reference-mechanics")
     assert result.exit_code == 0, result.output
     assert "delta_ef_pct" in result.output and "%-points" in result.output
-    bad = CliRunner().invoke(
-        main,
-        [
-            "simulate",
-            str(path),
-            "--patient",
-            "SYN001",
-            "--polymer",
-            "nope",
-            "--coverage",
-            "scar_bz50",
-            "--stiffness-kpa",
-            "5",
-            "--t50-days",
-            "120",
-            "--conductivity-s-per-m",
-            "0.02",
-            "--thickness-mm",
-            "1",
-        ],
-    )
+    bad = simulate_command(path, "nope")
     assert bad.exit_code == 2 and "polymer 'nope' is not in the library" in bad.output
 
 
