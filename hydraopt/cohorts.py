@@ -3,6 +3,8 @@
 The CSV has a header with ``patient_id`` and the 11 feature columns of
 :data:`hydraopt.domain.PATIENT_FEATURES` (any order, extra columns ignored).
 ``stress_concentration`` may be left out: it is then computed as bz/healthy stress.
+``infarct_age_days`` (days from the infarct to the treatment) is optional: without it every
+patient gets :data:`hydraopt.domain.DEFAULT_INFARCT_AGE_DAYS`, a healed infarct.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import math
 from pathlib import Path
 
 from hydraopt.csv_table import read_csv_rows
-from hydraopt.domain import FEATURE_NAMES, Cohort, Patient
+from hydraopt.domain import DEFAULT_INFARCT_AGE_DAYS, FEATURE_NAMES, Cohort, Patient
 from hydraopt.errors import DataError
 
-OPTIONAL_COLUMNS = frozenset({"stress_concentration"})
+INFARCT_AGE_COLUMN = "infarct_age_days"
+OPTIONAL_COLUMNS = frozenset({"stress_concentration", INFARCT_AGE_COLUMN})
 MAX_REPORTED_PROBLEMS = 25
 
 
@@ -64,7 +67,7 @@ def _parse_row(path: Path, line: int, row: dict[str, str], problems: list[str]) 
         return None
     values: dict[str, float] = {}
     ok = True
-    for name in FEATURE_NAMES:
+    for name in (*FEATURE_NAMES, INFARCT_AGE_COLUMN):
         text = row.get(name, "")
         if not text and name in OPTIONAL_COLUMNS:
             continue
@@ -88,6 +91,7 @@ def _parse_row(path: Path, line: int, row: dict[str, str], problems: list[str]) 
     if "stress_concentration" not in values:
         healthy = values["healthy_stress_kpa"]
         values["stress_concentration"] = values["bz_stress_kpa"] / healthy if healthy > 0 else 0.0
+    values.setdefault(INFARCT_AGE_COLUMN, DEFAULT_INFARCT_AGE_DAYS)
     return Patient(patient_id, **values)
 
 
@@ -95,6 +99,7 @@ def write_cohort_csv(cohort: Cohort, path: Path) -> None:
     """Write a cohort in the format :func:`read_cohort_csv` reads."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["patient_id", *FEATURE_NAMES])
+        writer.writerow(["patient_id", *FEATURE_NAMES, INFARCT_AGE_COLUMN])
         for patient in cohort:
-            writer.writerow([patient.patient_id, *(f"{v:.6g}" for v in patient.features())])
+            values = (*patient.features(), patient.infarct_age_days)
+            writer.writerow([patient.patient_id, *(f"{v:.6g}" for v in values)])

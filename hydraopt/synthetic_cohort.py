@@ -49,6 +49,11 @@ class PopulationStatistics:
     wall_thickness_mean_mm: float
     wall_thickness_sd_mm: float
     wall_thickness_range_mm: tuple[float, float]
+    # Days from the infarct to the injection, uniform. subacute: 2-5 days after primary PCI,
+    # PRESERVATION-I's treatment window (Rao2016); chronic: assumed months to years (AUGMENT-HF
+    # enrolled chronic heart failure without stating the infarct's age; the physics treats any
+    # infarct older than two weeks alike).
+    infarct_age_range_days: tuple[float, float]
 
 
 POPULATIONS: dict[str, PopulationStatistics] = {
@@ -63,6 +68,7 @@ POPULATIONS: dict[str, PopulationStatistics] = {
         wall_thickness_mean_mm=9.0,
         wall_thickness_sd_mm=1.5,
         wall_thickness_range_mm=(6.0, 14.0),
+        infarct_age_range_days=(2.0, 5.0),
     ),
     "chronic-hfref": PopulationStatistics(
         ef_intercept_pct=26.0,
@@ -75,6 +81,7 @@ POPULATIONS: dict[str, PopulationStatistics] = {
         wall_thickness_mean_mm=9.5,
         wall_thickness_sd_mm=1.2,
         wall_thickness_range_mm=(8.0, 14.0),
+        infarct_age_range_days=(180.0, 1825.0),
     ),
 }
 
@@ -90,6 +97,12 @@ MIN_REMOTE_PCT = 30.0
 SCAR_GAMMA_SHAPE = 1.45
 SCAR_GAMMA_SCALE_PCT = 15.2
 SCAR_RANGE_PCT = (15.0, 60.0)
+# The largest EF an infarct leaves: 72.2 - 1.18 x infarct size (% of LV), the upper envelope of
+# EF against CMR infarct size in healed infarction (Ugander2008). EF is drawn below it, and the
+# infarct no larger than leaves MIN_EF_INTERVAL_PCT of the population's EF range open.
+MAX_EF_INTERCEPT_PCT = 72.2
+MAX_EF_PER_SCAR = 1.18
+MIN_EF_INTERVAL_PCT = 3.0
 # Peri-infarct (border-zone) share of the infarct, Beta with mean 0.35, SD 0.12 (Yan2006's
 # "% periphery"; the spread is assumed). Border zone is capped by the feature's valid range.
 BZ_SHARE_BETA = (5.18, 9.62)
@@ -133,8 +146,14 @@ def _truncated(
 def _draw_population(
     rng: np.random.Generator, stats: PopulationStatistics, n: int
 ) -> dict[str, np.ndarray]:
+    ef_low, ef_high = stats.ef_range_pct
+    largest_scar = (MAX_EF_INTERCEPT_PCT - ef_low - MIN_EF_INTERVAL_PCT) / MAX_EF_PER_SCAR
     scar = _truncated(
-        rng, lambda k: rng.gamma(SCAR_GAMMA_SHAPE, SCAR_GAMMA_SCALE_PCT, k), *SCAR_RANGE_PCT, n
+        rng,
+        lambda k: rng.gamma(SCAR_GAMMA_SHAPE, SCAR_GAMMA_SCALE_PCT, k),
+        SCAR_RANGE_PCT[0],
+        min(SCAR_RANGE_PCT[1], largest_scar),
+        n,
     )
     ef = np.array(
         [
@@ -145,7 +164,8 @@ def _draw_population(
                     + stats.ef_per_scar_pct * s
                     + rng.normal(0.0, stats.ef_sd_pct, k)
                 ),
-                *stats.ef_range_pct,
+                ef_low,
+                min(ef_high, MAX_EF_INTERCEPT_PCT - MAX_EF_PER_SCAR * s),
                 1,
             )[0]
             for s in scar
@@ -238,11 +258,16 @@ def synthetic_cohort(
     if not 0.0 <= chronic_fraction <= 1.0:
         raise ValueError("chronic_fraction must lie in [0, 1]")
     rng = np.random.default_rng(seed)
+    # Infarct ages come from their own stream, so adding them left the features unchanged.
+    age_rng = np.random.default_rng([seed, 1])
     n_chronic = round(chronic_fraction * n_patients)
-    draws = (
-        _draw_population(rng, POPULATIONS["subacute-stemi"], n_patients - n_chronic),
-        _draw_population(rng, POPULATIONS["chronic-hfref"], n_chronic),
+    populations = (
+        (POPULATIONS["subacute-stemi"], n_patients - n_chronic),
+        (POPULATIONS["chronic-hfref"], n_chronic),
     )
+    draws = [_draw_population(rng, stats, n) for stats, n in populations]
+    for columns, (stats, n) in zip(draws, populations, strict=True):
+        columns["infarct_age_days"] = age_rng.uniform(*stats.infarct_age_range_days, n)
     patients = []
     for columns in draws:
         for i in range(len(columns["lvef_pct"])):

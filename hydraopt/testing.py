@@ -128,6 +128,7 @@ def example_mesh(
     bz_order = np.argsort(radius)
     cell_data = {
         "region": region.astype(np.int8),
+        "infarct_footprint": (radius < 0.012).astype(np.int8),
         "aha_segment": np.full(len(tetrahedra), 7, dtype=np.int64),
         "fibre_direction": fibres,
         "transmural_coordinate": depth,

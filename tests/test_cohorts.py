@@ -29,6 +29,19 @@ def test_round_trip_through_csv(tmp_path):
     write_cohort_csv(cohort, path)
     again = read_cohort_csv(path)
     np.testing.assert_allclose(again.feature_matrix(), cohort.feature_matrix(), rtol=1e-5)
+    ages = [p.infarct_age_days for p in again], [p.infarct_age_days for p in cohort]
+    np.testing.assert_allclose(*ages, rtol=1e-5)
+
+
+def test_infarct_age_column_is_optional_with_a_healed_default(tmp_path):
+    from hydraopt.domain import DEFAULT_INFARCT_AGE_DAYS
+
+    without = read_cohort_csv(write(tmp_path, HEADER, ROW_A))
+    assert without.patients[0].infarct_age_days == DEFAULT_INFARCT_AGE_DAYS
+    given = read_cohort_csv(write(tmp_path, HEADER + ",infarct_age_days", ROW_A + ",3.5"))
+    assert given.patients[0].infarct_age_days == 3.5
+    with pytest.raises(DataError, match=r"cohort.csv:2: patient 'P01': column infarct_age_days"):
+        read_cohort_csv(write(tmp_path, HEADER + ",infarct_age_days", ROW_A + ",-2"))
 
 
 def test_stress_concentration_column_is_optional(tmp_path):
@@ -144,3 +157,8 @@ def test_synthetic_cohort_follows_its_populations():
     # GLS tracks EF (Delgado2008).
     gls = m[:, FEATURE_NAMES.index("gls_pct")]
     assert np.corrcoef(np.abs(gls), ef)[0, 1] > 0.5
+    # Subacute patients are treated days after the infarct (PRESERVATION-I: 2-5 days), chronic
+    # ones months to years after.
+    ages = np.array([p.infarct_age_days for p in cohort])
+    assert np.all((ages[:100] >= 2.0) & (ages[:100] <= 5.0))
+    assert np.all(ages[100:] >= 180.0)

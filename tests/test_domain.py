@@ -19,8 +19,17 @@ from hydraopt.testing import example_patient, example_space
 
 
 def test_patient_fields_follow_the_feature_order():
-    assert tuple(f.name for f in fields(Patient))[1:] == FEATURE_NAMES
+    # The 11 features, then the infarct's age: physics input, not a surrogate feature.
+    assert tuple(f.name for f in fields(Patient))[1:-1] == FEATURE_NAMES
+    assert fields(Patient)[-1].name == "infarct_age_days"
     assert len(FEATURE_NAMES) == 11
+    assert example_patient().features().shape == (11,)
+
+
+@pytest.mark.parametrize("age", [-1.0, float("nan"), 1e6])
+def test_infarct_age_must_be_days_since_the_infarct(age):
+    with pytest.raises(DataError, match=r"EXAMPLE01.*infarct_age_days: expected days"):
+        replace(example_patient(), infarct_age_days=age).validated()
 
 
 def test_out_of_range_feature_names_patient_and_field():
@@ -48,7 +57,9 @@ def test_cohort_rejects_duplicate_ids():
 
 
 def test_cohort_columns_round_trip():
-    cohort = Cohort((example_patient(), replace(example_patient(), patient_id="B")))
+    cohort = Cohort(
+        (example_patient(), replace(example_patient(), patient_id="B", infarct_age_days=4.0))
+    )
     again = Cohort.from_columns(cohort.to_columns())
     assert again == cohort
     assert cohort.feature_matrix().shape == (2, 11)

@@ -10,6 +10,7 @@ from hydraopt.domain.design import (
 )
 from hydraopt.domain.outcomes import Outcomes, OutputSpec
 from hydraopt.domain.patient import (
+    DEFAULT_INFARCT_AGE_DAYS,
     FEATURE_NAMES,
     PATIENT_FEATURES,
     Cohort,
@@ -27,6 +28,7 @@ from hydraopt.domain.polymer import (
 __all__ = [
     "CONTINUOUS_FIELDS",
     "COVERAGE_PATTERNS",
+    "DEFAULT_INFARCT_AGE_DAYS",
     "DEFAULT_PARAMETERS",
     "DEGRADATION_MODES",
     "FEATURE_NAMES",

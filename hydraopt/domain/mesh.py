@@ -1,9 +1,11 @@
 """A patient's left-ventricular mesh: tetrahedra with the cell data simulators need.
 
 Coordinates are in metres (as gmsh and cardiac-geometries write them). Every tetrahedron
-carries its region (remote, border zone, scar), AHA segment, fibre direction, normalised
-transmural and apicobasal coordinates, and one treatment mask per coverage pattern. Surfaces
-(ENDO, EPI, BASE) are kept as triangle lists.
+carries its region (remote, border zone, scar), whether it lies in the infarct's footprint
+(the wall over the scar, endocardium to epicardium: a non-transmural scar has viable
+myocardium on top of it), AHA segment, fibre direction, normalised transmural and apicobasal
+coordinates, and one treatment mask per coverage pattern. Surfaces (ENDO, EPI, BASE) are kept
+as triangle lists.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def treatment_field(coverage: str) -> str:
 # Cell data every mesh must carry: name -> trailing shape.
 REQUIRED_CELL_DATA: dict[str, tuple[int, ...]] = {
     "region": (),
+    "infarct_footprint": (),
     "aha_segment": (),
     "fibre_direction": (3,),
     "transmural_coordinate": (),
@@ -81,6 +84,10 @@ class PatientMesh:
     def region_volume_fraction(self, region: int) -> float:
         volumes = self.element_volumes_m3()
         return float(volumes[self.cell_data["region"] == region].sum() / volumes.sum())
+
+    def in_footprint(self) -> np.ndarray:
+        """Boolean mask of the tetrahedra in the wall over the scar."""
+        return self.cell_data["infarct_footprint"].astype(bool)
 
     def treated(self, coverage: str) -> np.ndarray:
         """Boolean mask of the tetrahedra the hydrogel covers under ``coverage``."""

@@ -2,6 +2,11 @@
 
 A cohort is small (tens to hundreds of patients), so a patient is one frozen object; what
 scales (designs, candidates, outcomes) is columnar, see :mod:`hydraopt.domain.design`.
+
+Besides the 11 features a patient carries the infarct's age at the time of treatment
+(``infarct_age_days``). The physics needs it (a healing infarct stiffens over weeks) but it is
+not a surrogate feature: the seeds' 19 features describe the heart as imaged, and the age acts
+only through the tissue properties the simulators derive from it.
 """
 
 from __future__ import annotations
@@ -89,6 +94,12 @@ PATIENT_FEATURES: tuple[PatientFeature, ...] = (
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in PATIENT_FEATURES)
 
+# Days since the infarct when the cohort does not say: a healed infarct (beyond the fibrotic
+# phase of healing, weeks 2-6; Holmes et al., Annu Rev Biomed Eng 2005;7:223-253), the state of
+# the chronic heart-failure patients that most hydrogel studies enrol (docs/cohorts.md).
+DEFAULT_INFARCT_AGE_DAYS = 90.0
+INFARCT_AGE_RANGE_DAYS = (0.0, 36500.0)
+
 # Clinical EF and volumes come from one modality; larger gaps mean a unit or column mix-up.
 EF_CONSISTENCY_TOLERANCE_PCT = 5.0
 # stress_concentration is bz/healthy stress; allow rounding in the source data.
@@ -111,6 +122,7 @@ class Patient:
     stress_concentration: float
     transmurality: float
     wall_thickness_mm: float
+    infarct_age_days: float = DEFAULT_INFARCT_AGE_DAYS
 
     def features(self) -> np.ndarray:
         """The 11 features in :data:`FEATURE_NAMES` order, float64."""
@@ -130,6 +142,12 @@ class Patient:
                     f"{feature.name}: {value:g} {feature.unit} is outside the physiological range "
                     f"[{feature.valid_min:g}, {feature.valid_max:g}] {feature.unit}"
                 )
+        low, high = INFARCT_AGE_RANGE_DAYS
+        if not (np.isfinite(self.infarct_age_days) and low <= self.infarct_age_days <= high):
+            found.append(
+                f"infarct_age_days: expected days since the infarct in [{low:g}, {high:g}], "
+                f"got {self.infarct_age_days!r}"
+            )
         if found:
             return found
         if self.esv_ml >= self.edv_ml:
@@ -204,18 +222,24 @@ class Cohort:
         return np.stack([p.features() for p in self.patients])
 
     def to_columns(self) -> dict[str, np.ndarray]:
-        """Columnar form for storage: ``patient_id`` (str) and one float64 array per feature."""
+        """Columnar form for storage: ``patient_id`` (str), one float64 array per feature and
+        ``infarct_age_days``."""
         matrix = self.feature_matrix()
         columns: dict[str, np.ndarray] = {"patient_id": np.array(self.ids, dtype=object)}
         for j, name in enumerate(FEATURE_NAMES):
             columns[name] = matrix[:, j]
+        columns["infarct_age_days"] = np.array([p.infarct_age_days for p in self.patients])
         return columns
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Sequence]) -> Cohort:
         ids = [str(x.decode() if isinstance(x, bytes) else x) for x in columns["patient_id"]]
         patients = tuple(
-            Patient(patient_id, *(float(columns[name][i]) for name in FEATURE_NAMES))
+            Patient(
+                patient_id,
+                *(float(columns[name][i]) for name in FEATURE_NAMES),
+                infarct_age_days=float(columns["infarct_age_days"][i]),
+            )
             for i, patient_id in enumerate(ids)
         )
         return cls(patients)

@@ -77,7 +77,8 @@ def _run(context: StageContext) -> None:
 
 COHORT_STAGE = Stage(
     name=COHORT_STAGE_NAME,
-    version="1",
+    # 2: the cohort table carries each patient's infarct age.
+    version="2",
     sections=(),
     description="load or generate the patient cohort and the polymer library",
     inputs=(),
