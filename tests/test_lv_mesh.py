@@ -53,6 +53,19 @@ def test_border_zone_surrounds_the_scar(lv_mesh):
     assert touching.mean() > 0.3  # much of the border zone shares nodes with scar
 
 
+def test_footprint_is_the_wall_over_the_scar(patient, lv_mesh):
+    """The footprint holds the whole scar and, over a non-transmural one, the viable wall
+    above it: about the scar's volume over its transmurality."""
+    footprint = lv_mesh.in_footprint()
+    region = lv_mesh.cell_data["region"]
+    volumes = lv_mesh.element_volumes_m3()
+    assert np.all(footprint[region == REGION_SCAR])
+    assert (footprint & (region != REGION_SCAR)).any()
+    share = 100 * volumes[footprint].sum() / volumes.sum()
+    expected = patient.scar_fraction_pct / patient.transmurality
+    assert share == pytest.approx(expected, rel=0.25)
+
+
 def test_fibres_rotate_from_endo_to_epi(lv_mesh):
     fibres = lv_mesh.cell_data["fibre_direction"]
     assert np.allclose(np.linalg.norm(fibres, axis=1), 1.0)

@@ -14,7 +14,8 @@ anterior towards the septum.
   to it (distance on the unrolled wall) within the endocardial fraction ``transmurality``
   of the wall until its volume is the patient's scar fraction; the border zone then takes the
   tetrahedra closest to the scar (laterally and towards the epicardium) until its volume is
-  the patient's border-zone fraction.
+  the patient's border-zone fraction. The footprint is the wall over the scar: every
+  tetrahedron no farther from the centre, on the unrolled wall, than the scar's outermost.
 * Fibres: rule-based (Bayer et al., Ann Biomed Eng 2012;40:2243-2254), helix angle varying
   linearly from +60 degrees at the endocardium to -60 at the epicardium, rotating the
   circumferential direction about the transmural direction towards the apicobasal one.
@@ -84,11 +85,12 @@ def tag_mesh(
     angle = circumferential_angle(centroids)
     segments = aha_segments(apicobasal, angle, cap)
     gradients, volumes = shape_gradients(points, tetrahedra)
-    region, border_distance = place_infarct(
+    region, border_distance, footprint = place_infarct(
         patient, centroids, transmural, segments, volumes, settings.infarct_segments
     )
     cell_data = {
         "region": region,
+        "infarct_footprint": footprint.astype(np.int8),
         "aha_segment": segments,
         "transmural_coordinate": transmural,
         "apicobasal_coordinate": apicobasal,
@@ -120,8 +122,9 @@ def place_infarct(
     segments: np.ndarray,
     volumes: np.ndarray,
     infarct_segments: Sequence[int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Region tags and each element's distance to the scar [m] (0 inside it)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Region tags, each element's distance to the scar [m] (0 inside it) and the footprint
+    mask (the wall over the scar)."""
     in_territory = np.isin(segments, infarct_segments)
     if not in_territory.any():
         raise DataError(
@@ -152,13 +155,14 @@ def place_infarct(
         + np.maximum(transmural - patient.transmurality, 0.0) * wall_m
     )
     distance[scar] = 0.0
+    footprint = (lateral <= scar_radius) if len(scar) else np.zeros(len(volumes), dtype=bool)
 
     bz_target = patient.bz_fraction_pct / 100.0 * total
     outside = np.flatnonzero(region != REGION_SCAR)
     order = outside[np.argsort(distance[outside], kind="stable")]
     count = int(np.searchsorted(np.cumsum(volumes[order]), bz_target)) + 1 if bz_target else 0
     region[order[:count]] = REGION_BORDER_ZONE
-    return region, distance
+    return region, distance, footprint
 
 
 def treatment_region(
