@@ -1,29 +1,27 @@
-"""What an injected hydrogel does to the wall it covers, and how that changes with time.
+"""What an injected hydrogel is at each time after injection, for both reference simulators.
 
-Degradation: the gel's remaining mass fraction follows first-order kinetics,
-m(t) = 2^(-t / t50). How the gel loses its mass depends on the polymer
+Swelling: the injected volume takes up water to its polymer's equilibrium swelling ratio Q
+(library), so the in-vivo gel layer is Q times the injected thickness.
+
+Degradation: the remaining mass fraction follows first-order kinetics, m(t) = 2^(-t / t50),
+t50 the design's half-life. How the gel loses its mass depends on the polymer
 (``degradation_mode`` in the library, with its literature source):
 
-* bulk (hydrolysis throughout the network): the modulus falls with the crosslink density,
-  E(t) = E0 m(t) (rubber elasticity: E is proportional to the density of elastically active
-  chains), and the loosening network swells as it loses mass: with Flory-Rehner's
-  Q ~ nu^(-3/5) and nu ~ m, the volume is V(t) = V_swollen m(t)^(2/5);
+* bulk (hydrolysis throughout the network): the modulus falls with the density of elastically
+  active chains, E(t) = E0 m(t) (rubber elasticity), and the loosening network swells as it
+  loses mass, V(t) = V_swollen m(t)^(2/5) (Flory-Rehner: Q ~ crosslink density^(-3/5)).
+  The network holds together only while enough crosslinks survive: below the reverse gel
+  point, a crosslink fraction of 1/(f - 1) = 1/3 for tetrafunctional junctions (Flory, J Am
+  Chem Soc 1941;63:3083-3090), it falls apart into soluble fragments and is gone (reverse
+  gelation of hydrolytically degrading hydrogels: Metters, Anseth & Bowman, Polymer
+  2000;41:3993-4004). The crosslink fraction is taken equal to the mass fraction (assumed,
+  as for the modulus).
 * surface (enzymatic or cellular erosion from the interface): the gel shrinks,
-  V(t) = V_swollen m(t), while what remains keeps its modulus, E(t) = E0.
+  V(t) = V_swollen m(t), while what remains keeps its modulus, E(t) = E0; once less than one
+  part in a million is left it is gone.
 
-Swelling: the injected volume takes up water to its equilibrium swelling ratio Q (library),
-so the in-vivo patch is Q times the injected thickness.
-
-Mechanical effect on a covered region with wall thickness h and gel thickness
-h_gel(t) = Q thickness (bulk) or Q thickness m(t) (surface), g = h_gel / h:
-
-* passive stiffness: gel and myocardium deform together (layers in parallel), so the region's
-  passive elastance gains EB E_gel / E_myo g (its stiffness is modulus x thickness);
-* wall volume: the gel thickens the wall; half of the added volume moves the endocardium
-  inwards (the mid-wall stays in place), reducing the region's unloaded cavity volume;
-* fibre stress: Arts et al.'s one-fibre relation sigma_f = p (1 + 3 V_cav / V_wall) with the
-  gel counted in the load-bearing wall volume in proportion to its share of the layer
-  stiffness, E_gel / (E_gel + E_tissue).
+The mechanics (:mod:`hydraopt_simulators.mechanics`) and the electrophysiology
+(:mod:`hydraopt_simulators.ep`) take the gel's modulus, conductivity and volume from here.
 """
 
 from __future__ import annotations
@@ -38,33 +36,39 @@ DAYS_PER_WEEK = 7.0
 # Flory-Rehner: equilibrium swelling Q ~ (crosslink density)^(-3/5), so a bulk-degrading gel's
 # volume goes as m * m^(-3/5) = m^(2/5).
 BULK_SWELLING_EXPONENT = 0.4
-GONE = 2.0**-20
+# Flory-Stockmayer critical crosslink fraction 1/(f - 1) for tetrafunctional junctions (f = 4).
+REVERSE_GEL_FRACTION = 1.0 / 3.0
+# A surface-eroding gel with less than one part in a million left is gone.
+SURFACE_ERODED_FRACTION = 2.0**-20
 
 
 @dataclass(frozen=True)
 class GelState:
-    """Per design at one follow-up time: modulus [kPa] and thickness relative to the wall."""
+    """Per design at one time after injection: the gel's modulus [kPa] and its in-vivo
+    thickness over the wall's (equivalently, its volume over the treated myocardium's); both
+    are zero once the gel is gone."""
 
     modulus_kpa: np.ndarray
     thickness_ratio: np.ndarray
 
+    @property
+    def present(self) -> np.ndarray:
+        return self.thickness_ratio > 0
+
+
+def remaining_mass_fraction(t50_days: np.ndarray, weeks: float) -> np.ndarray:
+    return np.exp2(-weeks * DAYS_PER_WEEK / np.asarray(t50_days, dtype=float))
+
 
 def gel_state(designs: DesignBatch, wall_thickness_mm: float, weeks: float) -> GelState:
-    """The gel of each design ``weeks`` after injection, from its numbers and its polymer's
-    swelling ratio and degradation mode."""
+    """The gel of each design ``weeks`` after injection."""
     swelling, surface_erosion = polymer_properties(designs)
-    remaining = np.exp2(-weeks * DAYS_PER_WEEK / designs.t50_days)
-    modulus = np.where(surface_erosion, designs.stiffness_kpa, designs.stiffness_kpa * remaining)
-    volume_fraction = np.where(surface_erosion, remaining, remaining ** BULK_SWELLING_EXPONENT)
-    # After twenty half-lives (one part in a million) nothing is left in the wall.
-    volume_fraction = np.where(remaining < GONE, 0.0, volume_fraction)
-    thickness = swelling * designs.thickness_mm * volume_fraction
-    return GelState(modulus, thickness / wall_thickness_mm)
-
-
-def load_share(gel_modulus_kpa: np.ndarray, tissue_modulus_kpa: np.ndarray) -> np.ndarray:
-    """Fraction of the gel's volume that bears wall load next to tissue of the given modulus."""
-    return gel_modulus_kpa / (gel_modulus_kpa + tissue_modulus_kpa)
+    mass = remaining_mass_fraction(designs.t50_days, weeks)
+    gone = np.where(surface_erosion, mass < SURFACE_ERODED_FRACTION, mass < REVERSE_GEL_FRACTION)
+    modulus = np.where(surface_erosion, designs.stiffness_kpa, designs.stiffness_kpa * mass)
+    volume_fraction = np.where(surface_erosion, mass, mass**BULK_SWELLING_EXPONENT)
+    thickness = swelling * designs.thickness_mm * volume_fraction / wall_thickness_mm
+    return GelState(np.where(gone, 0.0, modulus), np.where(gone, 0.0, thickness))
 
 
 def polymer_feasibility(designs: DesignBatch) -> tuple[np.ndarray, np.ndarray]:
