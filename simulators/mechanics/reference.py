@@ -1,14 +1,18 @@
 """The ``reference-mechanics`` simulator: hydrogel designs on a patient's infarcted heart.
 
-For each design and follow-up time, the regional LV (:mod:`.regional_lv`) with the gel's
-effect at that time (:mod:`.hydrogel`) beats in the closed loop (:mod:`.closed_loop`) from the
-patient's untreated steady state (:mod:`.heart`); all designs of a batch integrate together.
-See docs/physics.md for every equation, parameter and source.
+For each design and follow-up time, the patient's wall (:mod:`.heart`, :mod:`.wall`) with the
+gel as it is at that time (:mod:`hydraopt_simulators.hydrogel`) and the infarct as healed as
+it is by then beats in the closed loop (:mod:`.closed_loop`) from the untreated heart's
+steady beat at that time. All designs of a batch integrate together, and beside them the
+untreated heart with each coverage pattern's patches, so that no gel means no effect to the
+last bit. See docs/physics.md for every equation, parameter and source.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -16,44 +20,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from hydraopt import hookimpl
-from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Outcomes, OutputSpec, Patient
-from hydraopt.domain.mesh import REGION_BORDER_ZONE, PatientMesh
+from hydraopt.domain import DesignBatch, Outcomes, OutputSpec, Patient
+from hydraopt.domain.mesh import PatientMesh
 from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
-from hydraopt_simulators.hydrogel import (
-    gel_state,
-    load_share,
-    polymer_feasibility,
-)
-from hydraopt_simulators.mechanics.closed_loop import BeatRecord
-from hydraopt_simulators.mechanics.heart import (
-    MMHG_TO_KPA,
-    Integration,
-    PatientHeart,
-    calibrate,
-    steady_state,
-)
-from hydraopt_simulators.mechanics.regional_lv import (
-    BZ_TREATED,
-    BZ_UNTREATED,
-    REMOTE,
-    SCAR,
-    RegionalLV,
-    TissueProperties,
-    build_regional_lv,
-)
 
-VERSION = "1.0"
-FIDELITIES = {
-    # Four beats from the untreated steady state, 8 ms steps, ideal valves: delta-EF within
-    # 0.05 %-points of validation fidelity (benchmarks/bench_mechanics.py measures it).
-    "screening": Integration(
-        dt_s=8e-3, min_beats=4, max_beats=4, tolerance_ml=np.inf, valve_law="ideal"
-    ),
-    # 1 ms steps and the smooth valve law (the reference implementation's), beating until EDV
-    # and ESV settle.
-    "validation": Integration(dt_s=1e-3, min_beats=3, max_beats=150, tolerance_ml=0.01),
-}
-BATCH = 8192
+VERSION = "2.0"
+BATCH = 4096
+# Screening: time step, and beats of the first follow-up and of each later one.
+SCREENING_STEP_S = 8e-3
+SCREENING_BEATS = (2, 2)
 # A heart whose EDV still moves by more than this fraction over its last beat is unstable.
 SETTLED_FRACTION = 0.01
 
@@ -61,8 +36,8 @@ SETTLED_FRACTION = 0.01
 class ReferenceMechanicsSettings(PluginSettings):
     fidelity: Literal["screening", "validation"] = Field(
         "screening",
-        description="'screening': 8 ms steps, 4 beats; 'validation': 1 ms steps "
-        "until the beat settles.",
+        description="'screening': 8 ms steps, ideal valves, 4 beats per follow-up; "
+        "'validation': 1 ms steps, smooth valves, until the beat settles.",
     )
     followup_weeks: list[float] = Field(
         default_factory=lambda: [1.0, 4.0, 12.0, 26.0],
@@ -72,20 +47,8 @@ class ReferenceMechanicsSettings(PluginSettings):
     endpoint_weeks: float = Field(
         12.0, description="Follow-up time of the scalar outputs; one of followup_weeks."
     )
-    myocardium_modulus_kpa: float = Field(
-        18.0, gt=0, description="Passive modulus of healthy myocardium (Berry et al. 2006)."
-    )
-    scar_stiffness_ratio: float = Field(
-        20.0, gt=0, description="Scar passive elastance over healthy myocardium's."
-    )
-    bz_stiffness_ratio: float = Field(
-        1.5, gt=0, description="Border-zone passive elastance over healthy myocardium's."
-    )
-    bz_contractility_ratio: float = Field(
-        0.67,
-        ge=0,
-        le=1,
-        description="Border-zone active elastance over remote (Wenk et al. 2012: 73.1/109.5).",
+    heart_rate_bpm: float = Field(
+        75.0, ge=40.0, le=150.0, description="Heart rate; chamber timings scale with it."
     )
 
     @model_validator(mode="after")
@@ -101,34 +64,27 @@ class ReferenceMechanicsSettings(PluginSettings):
 
 
 class ReferenceMechanics:
-    """Vectorised regional-elastance mechanics in a closed-loop circulation."""
+    """Patch-wall mechanics of the infarcted LV in a closed-loop circulation."""
 
     def __init__(self, settings: ReferenceMechanicsSettings) -> None:
         self.settings = settings
-        self.tissue = TissueProperties(
-            settings.scar_stiffness_ratio,
-            settings.bz_stiffness_ratio,
-            settings.bz_contractility_ratio,
-        )
-        self.integration = FIDELITIES[settings.fidelity]
         n_times = len(settings.followup_weeks)
         self.outputs = (
             OutputSpec(
-                "delta_ef_pct",
-                "%-points",
-                "change in LV ejection fraction at the endpoint follow-up",
+                "delta_ef_pct", "%-points", "change in LV ejection fraction at the endpoint"
             ),
             OutputSpec("edv_ml", "mL", "end-diastolic volume after treatment (endpoint)"),
             OutputSpec("esv_ml", "mL", "end-systolic volume after treatment (endpoint)"),
+            OutputSpec("edp_mmhg", "mmHg", "end-diastolic LV pressure after treatment (endpoint)"),
             OutputSpec(
                 "bz_stress_reduction_pct",
                 "%",
-                "reduction of border-zone end-systolic fibre stress (endpoint)",
+                "reduction of border-zone end-systolic myocyte fibre stress (endpoint)",
             ),
             OutputSpec(
                 "strain_normalization_pct",
                 "%",
-                "share of the infarct region's shortening deficit recovered (endpoint)",
+                "share of the infarct's fibre-strain deficit against remote recovered (endpoint)",
             ),
             OutputSpec("stable", "1", "1 when the treated heart reaches a settled beat"),
             OutputSpec(
@@ -138,205 +94,217 @@ class ReferenceMechanics:
                 shape=(n_times,),
             ),
         )
-        self._hearts: dict[tuple[Patient, str], PatientHeart] = {}
+        self._hearts: dict[tuple[Patient, str], object] = {}
 
-    def heart(self, patient: Patient, mesh: PatientMesh) -> PatientHeart:
+    def heart(self, patient: Patient, mesh: PatientMesh):
         """The patient's calibrated untreated heart (computed once per patient and mesh)."""
+        from hydraopt_simulators.mechanics.heart import calibrate
+        from hydraopt_simulators.mechanics.timing import CardiacTiming
+
         key = (patient, _mesh_fingerprint(mesh))
         if key not in self._hearts:
-            self._hearts[key] = calibrate(
-                patient,
-                mesh,
-                self.tissue,
-                FIDELITIES["validation"]
-                if self.settings.fidelity == "validation"
-                else _calibration_integration(self.integration),
-            )
+            timing = CardiacTiming.physiological(self.settings.heart_rate_bpm)
+            self._hearts[key] = calibrate(patient, mesh, self._settling(), timing)
         return self._hearts[key]
 
     def simulate(
         self, patient: Patient, mesh: PatientMesh, designs: DesignBatch, workdir: Path | None
     ) -> Outcomes:
+        from hydraopt_simulators.hydrogel import polymer_feasibility
+
         heart = self.heart(patient, mesh)
+        if workdir is not None:
+            report = {"patient_id": patient.patient_id, **heart.report()}
+            (Path(workdir) / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
         infeasible, reasons = polymer_feasibility(designs)
         ok = np.flatnonzero(~infeasible)
         values = {spec.name: np.full((len(designs), *spec.shape), np.nan) for spec in self.outputs}
         failed = infeasible.copy()
-        for start in range(0, len(ok), BATCH):  # batches sized for the CPU's caches
+        for start in range(0, len(ok), BATCH):
             rows = ok[start : start + BATCH]
-            results, physical = self._evaluate(patient, mesh, heart, designs.take(rows))
+            results, problem = self._evaluate(patient, heart, designs.take(rows))
             for name, column in results.items():
                 values[name][rows] = column
-            unphysical = rows[~physical]
+            bad = rows[problem != ""]
             for name in values:
-                values[name][unphysical] = np.nan
-            reasons[unphysical] = "the treated heart has a negative regional volume"
-            failed[unphysical] = True
+                values[name][bad] = np.nan
+            reasons[bad] = problem[problem != ""]
+            failed[bad] = True
         return Outcomes(self.outputs, values, failed, reasons)
 
-    def _evaluate(
-        self, patient: Patient, mesh: PatientMesh, heart: PatientHeart, designs: DesignBatch
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        s = self.settings
-        weights = heart.weights(_bz_treated_share(mesh)[designs.coverage_index])
-        # The untreated heart integrated exactly as the designs are, so that numerical error
-        # cancels in every difference and no treatment means no effect.
-        untreated = _untreated_lv(heart, weights[:1])
-        _, untreated_record, _ = steady_state(
-            untreated, heart.state[:, None].copy(), self.integration
+    def _integration(self, first: bool = False):
+        """How to integrate a follow-up; ``first``: the first, started from the untreated
+        heart (at screening it has further to go than a later one, started from the design's
+        own beat at the previous follow-up)."""
+        from hydraopt_simulators.mechanics.heart import Integration
+
+        if self.settings.fidelity == "validation":
+            return Integration(dt_s=1e-3, min_beats=3, max_beats=150, tolerance_ml=0.01)
+        beats = SCREENING_BEATS[0 if first else 1]
+        return Integration(
+            dt_s=SCREENING_STEP_S,
+            min_beats=beats,
+            max_beats=beats,
+            tolerance_ml=np.inf,
+            valve_law="ideal",
+            newton_iterations=1,
         )
-        baseline = _summarise(heart, untreated, untreated_record, patient, np.zeros((1, 4)))
-        untreated_state = np.repeat(heart.state[:, None], len(designs), axis=1)
-        trajectory, endpoint, stable, physical = [], None, None, None
+
+    def _settling(self):
+        """Calibration and untreated starts need the settled beat at either fidelity."""
+        from hydraopt_simulators.mechanics.heart import Integration
+
+        run = self._integration()
+        return Integration(
+            run.dt_s, 3, 150, min(run.tolerance_ml, 0.01), run.valve_law, run.newton_iterations
+        )
+
+    def _untreated_start(self, heart, weeks: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """The untreated heart's settled beat ``weeks`` after injection: state, patch
+        stretches and tension at the start of a beat (computed once per time)."""
+        from hydraopt_simulators.mechanics.heart import steady_state
+
+        if weeks not in heart.starts:
+            wall = heart.wall(np.zeros(1, dtype=int), np.zeros(1), np.zeros(1), weeks)
+            state, _, _ = steady_state(
+                wall, heart.blood(1), self._settling(), heart.timing, heart.resistance_scale
+            )
+            heart.starts[weeks] = (state[:, 0], wall.stretch[0].copy(), float(wall.tension[0]))
+        return heart.starts[weeks]
+
+    def _evaluate(
+        self, patient: Patient, heart, designs: DesignBatch
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every follow-up time in turn. A design whose gel is gone is the untreated heart
+        (copied from it, not integrated); the others start from their own beat at the previous
+        follow-up (the first from the untreated heart's), the nearest state to their new
+        steady beat."""
+        from hydraopt_simulators.hydrogel import gel_state
+
+        s = self.settings
+        coverages, of_coverage = np.unique(designs.coverage_index, return_inverse=True)
+        carried = None
+        trajectory, endpoint = [], {}
         for weeks in s.followup_weeks:
             gel = gel_state(designs, patient.wall_thickness_mm, weeks)
-            gel_ratio = np.zeros((len(designs), 4))
-            gel_ratio[:, BZ_TREATED] = gel.thickness_ratio
-            gel_ratio[:, SCAR] = gel.thickness_ratio
-            added = (
-                heart.elastance_passive
-                * gel.modulus_kpa[:, None]
-                * gel_ratio
-                / s.myocardium_modulus_kpa
-            )
-            displaced = 0.5 * gel_ratio * weights * heart.wall_volume_ml
-            lv = build_regional_lv(
-                weights,
-                heart.elastance_active,
-                heart.elastance_passive,
-                heart.v0_ml,
-                self.tissue,
-                added,
-                displaced,
-            )
-            # Each follow-up starts from the untreated beat: the same start for every design
-            # and time, so a gel that has gone leaves exactly the untreated heart.
-            _, record, change_ml = steady_state(lv, untreated_state.copy(), self.integration)
-            summary = _summarise(
-                heart,
-                lv,
-                record,
-                patient,
-                gel_ratio,
-                gel.modulus_kpa,
-                self.tissue,
-                s.myocardium_modulus_kpa,
-            )
-            trajectory.append(summary["ef_pct"] - baseline["ef_pct"][0])
+            rows = np.flatnonzero(gel.present)
+            beat, carried = self._beat(heart, designs, gel, rows, coverages, weeks, carried)
+            # Column of each design in the beat: its own, or its coverage's untreated heart.
+            column = len(rows) + of_coverage
+            column[rows] = np.arange(len(rows))
+            untreated = len(rows) + of_coverage
+            trajectory.append(beat["ef_pct"][column] - beat["ef_pct"][untreated])
             if weeks == s.endpoint_weeks:
-                endpoint = summary
-                physical = summary["physical"]
-                stable = change_ml < SETTLED_FRACTION * record.edv_ml
+                endpoint = {key: (value[column], value[untreated]) for key, value in beat.items()}
+        treated, untreated = ({key: pair[k] for key, pair in endpoint.items()} for k in (0, 1))
         results = {
-            "delta_ef_pct": endpoint["ef_pct"] - baseline["ef_pct"][0],
-            "edv_ml": endpoint["edv_ml"],
-            "esv_ml": endpoint["esv_ml"],
+            "delta_ef_pct": trajectory[s.followup_weeks.index(s.endpoint_weeks)],
+            "edv_ml": treated["edv_ml"],
+            "esv_ml": treated["esv_ml"],
+            "edp_mmhg": treated["edp_mmhg"],
             "bz_stress_reduction_pct": 100.0
-            * (1.0 - endpoint["bz_stress_kpa"] / baseline["bz_stress_kpa"][0]),
-            "strain_normalization_pct": _strain_normalization(endpoint, baseline),
-            "stable": stable.astype(float),
+            * (1.0 - treated["bz_stress_pa"] / untreated["bz_stress_pa"]),
+            "strain_normalization_pct": 100.0
+            * (treated["infarct_strain"] - untreated["infarct_strain"])
+            / (untreated["remote_strain"] - untreated["infarct_strain"]),
+            "stable": (treated["change_ml"] < SETTLED_FRACTION * treated["edv_ml"]).astype(float),
             "delta_ef_trajectory_pct": np.stack(trajectory, axis=1),
         }
-        return results, physical
+        return results, _problems(treated, results["delta_ef_trajectory_pct"])
+
+    def _beat(self, heart, designs, gel, rows, coverages, weeks, carried):
+        """The settled beat of the designs ``rows`` (whose gel is present) and of the untreated
+        heart with each coverage pattern, ``weeks`` after injection. Returns the beat's
+        measures per column and the designs' end states (:class:`Carried`), to start the next
+        time from."""
+        from hydraopt_simulators.mechanics.heart import steady_state
+        from hydraopt_simulators.mechanics.wall import INFARCT, REMOTE
+
+        integration = self._integration(first=carried is None)
+        zeros = np.zeros(len(coverages))
+        wall = heart.wall(
+            np.concatenate([designs.coverage_index[rows], coverages]),
+            np.concatenate([gel.thickness_ratio[rows], zeros]),
+            np.concatenate([gel.modulus_kpa[rows], zeros]),
+            weeks,
+        )
+        state0, stretch0, tension0 = self._untreated_start(heart, weeks)
+        state = np.repeat(state0[:, None], len(wall), axis=1)
+        wall.stretch[:] = stretch0
+        wall.tension[:] = tension0
+        if carried is None:
+            carried = Carried.untreated(state0, stretch0, tension0, len(designs))
+        state[:, : len(rows)] = carried.state[:, rows]
+        wall.stretch[: len(rows)] = carried.stretch[rows]
+        wall.tension[: len(rows)] = carried.tension[rows]
+        _, record, change = steady_state(
+            wall, state, integration, heart.timing, heart.resistance_scale
+        )
+        carried.keep(rows, state[:, : len(rows)], wall)
+        strain = np.log(record.stretch_es / record.stretch_ed)
+        beat = {
+            "ef_pct": record.ef_pct,
+            "edv_ml": record.edv_ml,
+            "esv_ml": record.esv_ml,
+            "edp_mmhg": record.edp_mmhg,
+            "bz_stress_pa": wall.border_zone_stress_pa(record.stretch_es, record.activation_es),
+            "infarct_strain": strain[:, INFARCT],
+            "remote_strain": strain[:, REMOTE],
+            "change_ml": change,
+            "ejected": record.ejected,
+            "at_stretch_limit": _at_stretch_limit(record),
+        }
+        return beat, carried
 
 
-def _strain_normalization(treated: dict, untreated: dict) -> np.ndarray:
-    """Share [%] of the infarct region's shortening deficit against remote that the gel
-    recovers. Regional strain is the ED-to-ES volume excursion over the untreated region's ED
-    volume, so the gel's own volume (which shifts a region's volumes, not its motion) does not
-    count as strain."""
-    infarct_ed = untreated["infarct_ed_ml"][0]
-    strain_before = untreated["infarct_excursion_ml"][0] / infarct_ed
-    strain_after = treated["infarct_excursion_ml"] / infarct_ed
-    remote = untreated["remote_excursion_ml"][0] / untreated["remote_ed_ml"][0]
-    return 100.0 * (strain_after - strain_before) / (remote - strain_before)
+@dataclass
+class Carried:
+    """Each design's end state at the previous follow-up, to start the next one from: the
+    circulation's state [12, n], the wall's stretches [n, P] and tension [n]."""
+
+    state: np.ndarray
+    stretch: np.ndarray
+    tension: np.ndarray
+
+    @classmethod
+    def untreated(cls, state, stretch, tension, n: int) -> Carried:
+        return cls(
+            np.repeat(state[:, None], n, axis=1),
+            np.repeat(stretch[None], n, axis=0),
+            np.full(n, tension),
+        )
+
+    def keep(self, rows: np.ndarray, state: np.ndarray, wall) -> None:
+        self.state[:, rows] = state
+        self.stretch[rows] = wall.stretch[: len(rows)]
+        self.tension[rows] = wall.tension[: len(rows)]
 
 
-def _calibration_integration(integration: Integration) -> Integration:
-    """Calibration needs the settled beat even at screening fidelity."""
-    return Integration(integration.dt_s, 3, 60, 0.05, integration.valve_law)
+def _at_stretch_limit(record) -> np.ndarray:
+    from hydraopt_simulators.mechanics.wall import STRETCH_BOUNDS
+
+    low, high = STRETCH_BOUNDS
+    return np.any((record.stretch_es <= low) | (record.stretch_ed >= high), axis=1)
 
 
-def _untreated_lv(heart: PatientHeart, weights: np.ndarray) -> RegionalLV:
-    return build_regional_lv(
-        weights, heart.elastance_active, heart.elastance_passive, heart.v0_ml, heart.tissue
-    )
-
-
-def _summarise(
-    heart: PatientHeart,
-    lv: RegionalLV,
-    record: BeatRecord,
-    patient: Patient,
-    gel_ratio: np.ndarray,
-    gel_modulus_kpa: np.ndarray | None = None,
-    tissue: TissueProperties | None = None,
-    myocardium_modulus_kpa: float = 1.0,
-) -> dict[str, np.ndarray]:
-    """EF, volumes, regional shortening and BZ end-systolic fibre stress of a beat."""
-    at_ed = lv.regional_volumes(record.p_ed_mmhg, record.t_ed_s)
-    at_es = lv.regional_volumes(record.p_es_mmhg, record.t_es_s)
-    infarct = [BZ_TREATED, BZ_UNTREATED, SCAR]
-    infarct_ed, infarct_es = at_ed[:, infarct].sum(axis=1), at_es[:, infarct].sum(axis=1)
-    wall = heart.wall_volume_ml
-    # Arts et al. (1991) one-fibre stress, with the gel's load-bearing share of wall volume.
-    share = np.zeros_like(gel_ratio)
-    if gel_modulus_kpa is not None:
-        bz_modulus = tissue.bz_stiffness_ratio * myocardium_modulus_kpa
-        share[:, BZ_TREATED] = load_share(gel_modulus_kpa, bz_modulus)
-    effective_wall = wall * (1.0 + gel_ratio * share)
-    p_es_kpa = record.p_es_mmhg * MMHG_TO_KPA
-    regional_stress = (
-        heart.stress_scale
-        * patient.stress_concentration
-        * p_es_kpa[:, None]
-        * (1.0 + 3.0 * record.esv_ml[:, None] / effective_wall)
-    )
-    bz_weights = lv.weights[:, [BZ_TREATED, BZ_UNTREATED]]
-    bz_stress = (regional_stress[:, [BZ_TREATED, BZ_UNTREATED]] * bz_weights).sum(
-        axis=1
-    ) / np.maximum(bz_weights.sum(axis=1), 1e-12)
-    physical = (
-        np.isfinite(record.edv_ml)
-        & (record.esv_ml > 0)
-        & (record.edv_ml > record.esv_ml)
-        & np.all(at_es > -1e-9, axis=1)
-        & np.all(at_ed > -1e-9, axis=1)
-    )
-    return {
-        "ef_pct": record.ef_pct,
-        "edv_ml": record.edv_ml,
-        "esv_ml": record.esv_ml,
-        "bz_stress_kpa": bz_stress,
-        "remote_excursion_ml": at_ed[:, REMOTE] - at_es[:, REMOTE],
-        "remote_ed_ml": at_ed[:, REMOTE],
-        "infarct_excursion_ml": infarct_ed - infarct_es,
-        "infarct_ed_ml": infarct_ed,
-        "physical": physical,
-    }
+def _problems(treated: dict[str, np.ndarray], trajectory: np.ndarray) -> np.ndarray:
+    """Why a treated heart is not a valid result ('' when it is)."""
+    problem = np.full(len(trajectory), "", dtype=object)
+    problem[treated["at_stretch_limit"]] = "the treated wall reached the limits of sarcomere length"
+    problem[~np.all(np.isfinite(trajectory), axis=1)] = "the treated heart did not eject"
+    problem[~treated["ejected"]] = "the treated heart did not eject"
+    return problem
 
 
 def _mesh_fingerprint(mesh: PatientMesh) -> str:
-    """What the calibration depends on: the geometry and the region tags."""
+    """What the calibration depends on: the geometry and the tissue tags."""
     import hashlib
 
     digest = hashlib.sha256(mesh.points_m.tobytes())
     digest.update(mesh.tetrahedra.tobytes())
-    digest.update(np.asarray(mesh.cell_data["region"]).tobytes())
+    for name in ("region", "infarct_footprint"):
+        digest.update(np.asarray(mesh.cell_data[name]).tobytes())
     return digest.hexdigest()
-
-
-def _bz_treated_share(mesh: PatientMesh) -> np.ndarray:
-    """Share of the border zone's volume each coverage pattern treats (from the mesh)."""
-    volumes = mesh.element_volumes_m3()
-    bz = mesh.cell_data["region"] == REGION_BORDER_ZONE
-    total = volumes[bz].sum()
-    return np.array(
-        [
-            volumes[bz & mesh.treated(c)].sum() / total if total > 0 else 0.0
-            for c in COVERAGE_PATTERNS
-        ]
-    )
 
 
 @hookimpl
@@ -345,6 +313,7 @@ def hydraopt_simulators() -> Iterator[SimulatorPlugin]:
         name="reference-mechanics",
         factory=ReferenceMechanics,
         settings=ReferenceMechanicsSettings,
-        description="regional infarcted LV in Regazzoni et al.'s closed-loop circulation",
+        description="infarcted LV as CircAdapt patches sharing a cavity, in Regazzoni et al.'s "
+        "closed-loop circulation",
         version=VERSION,
     )
