@@ -25,16 +25,20 @@ def shape_gradients(points: np.ndarray, tetrahedra: np.ndarray) -> tuple[np.ndar
 
 
 def stiffness_matrix(
-    points: np.ndarray, tetrahedra: np.ndarray, tensors: np.ndarray | None = None
+    points: np.ndarray,
+    tetrahedra: np.ndarray,
+    tensors: np.ndarray | None = None,
+    n_nodes: int | None = None,
 ) -> sparse.csr_matrix:
     """K_ij = sum_e |e| grad(phi_i) . D_e grad(phi_j), with D_e a [E, 3, 3] tensor per
-    element (identity when None)."""
+    element (identity when None), over the given tetrahedra; ``n_nodes`` (default: all points)
+    sets the matrix size."""
     gradients, volumes = shape_gradients(points, tetrahedra)
     flux = gradients if tensors is None else np.einsum("eab,ejb->eja", tensors, gradients)
     local = np.einsum("eia,eja->eij", gradients, flux) * volumes[:, None, None]
     rows = np.repeat(tetrahedra, 4, axis=1).ravel()
     cols = np.tile(tetrahedra, (1, 4)).ravel()
-    n = len(points)
+    n = len(points) if n_nodes is None else n_nodes
     return sparse.csr_matrix((local.ravel(), (rows, cols)), shape=(n, n))
 
 

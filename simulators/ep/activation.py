@@ -1,17 +1,26 @@
-"""Activation of a batch of designs on one patient's mesh, and the measures taken from it.
+"""Activation and repolarisation of a batch of designs on one patient's mesh, and the measures.
 
-Arrhythmia-risk score (0 to 1), the mean of three border-zone measures, each in [0, 1]:
+Conductivities (:mod:`.tissue`): remote and border-zone tissue tuned to their target
+velocities at the mesh's resolution; scar none. In a treated element the gel occupies the
+volume fraction phi = g / (1 + g) (g its in-vivo thickness over the wall's, :mod:`hydrogel`)
+and conducts in parallel with the tissue (Wiener's upper bound for layers along the
+current), its physical conductivity scaled by the mesh's correction factors exactly as the
+tissue's is:
 
-* conduction slowing, 1 - CV_BZ / CV_remote (median local velocities): re-entry needs a
-  wavelength (velocity x refractory period) shorter than the circuit, so slow conduction in
-  the border zone is its first ingredient (Kléber & Rudy, Physiol Rev 2004;84:431-488);
-* conduction block, the share of excitable border-zone tissue the wave never reaches: block
-  is the second ingredient (unidirectional block at the isthmus entrance; Ciaccio et al.,
-  JACC Clin Electrophysiol 2018;4:1-16);
-* dispersion of local velocity in the border zone, its coefficient of variation (capped at
-  1): heterogeneous conduction breaks wavefronts (source-sink mismatch, same sources).
+    sigma_eff = (1 - phi) sigma_tissue + phi sigma_gel (c_cross I + (c_fibre - c_cross) f f^T)
 
-It ranks designs for the same patient; it is not a calibrated probability of arrhythmia.
+The endocardium is excited by the fast endocardial layer (:mod:`.purkinje`).
+
+Re-entry vulnerability index (Child et al., Heart Rhythm 2015;12:1644-1653; in silico: Hill et
+al., PLoS One 2016;11:e0149342): for every pair of activated myocardial nodes within a radius,
+the repolarisation time of the one activated first minus the activation time of the other,
+RVI = RT_proximal - AT_distal. Re-entry needs the distal tissue to re-excite the proximal
+tissue once it has recovered; the smaller the interval, the closer a site is to that, and a
+negative value means a wave could already return. Each node takes its smallest interval; the
+output is the value below which the most vulnerable 5% of the myocardium lies. On a single
+beat it measures the substrate (slow conduction and dispersed repolarisation), not
+inducibility (Campos et al., Comput Biol Med 2019;108:263-275), and the search radius affects
+its value: compare designs at one radius.
 """
 
 from __future__ import annotations
@@ -21,10 +30,10 @@ import warnings
 import numpy as np
 
 from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Patient
-from hydraopt.domain.mesh import REGION_BORDER_ZONE, REGION_REMOTE, REGION_SCAR, PatientMesh
+from hydraopt.domain.mesh import REGION_BORDER_ZONE, REGION_SCAR, PatientMesh
+from hydraopt_simulators.ep.purkinje import endocardial_activation_ms
 from hydraopt_simulators.ep.solver import (
     Problem,
-    diffusivity_m2_per_ms,
     node_mask_of_elements,
     solve_activation,
 )
@@ -33,10 +42,18 @@ from hydraopt_simulators.fem import lumped_mass, shape_gradients, stiffness_matr
 from hydraopt_simulators.hydrogel import gel_state, polymer_feasibility
 
 BATCH = 32  # designs integrated together
-STIMULUS_RADIUS_M = 0.005
 # Membrane (capacitance) per volume of scar relative to myocardium (assumed: the fibroblasts
 # and surviving myocytes of a scar).
 SCAR_CAPACITANCE_FRACTION = 0.1
+RVI_DESIGN_CHUNK = 8  # designs per block of pair computations (memory)
+# The RVI reported is that of the most vulnerable 5% of the myocardium: the single smallest
+# pair is decided by how the mesh cuts the scar's edge (Campos et al. 2019 on its sensitivity
+# to sampling), a volume share is not (assumed share).
+RVI_VULNERABLE_SHARE = 0.05
+# Total activation is the time by which this share of the excitable myocardium has activated:
+# the last node's time alone is a sliver at the scar's edge, which depends on how the mesh
+# cuts it (assumed; the QRS ends when the bulk of the ventricle is activated).
+ACTIVATED_SHARE = 0.99
 
 
 def evaluate_designs(
@@ -45,11 +62,13 @@ def evaluate_designs(
     designs: DesignBatch,
     tuned: TunedConductivity,
     settings,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Outputs (name -> [n]), failed mask, failure reasons, activation maps [nodes, n]."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Outputs (name -> [n]), failed mask, failure reasons, and the activation and
+    repolarisation maps ([nodes, n] each)."""
     points, tetrahedra = mesh.points_m, mesh.tetrahedra
     n_nodes, n = len(points), len(designs)
     region = mesh.cell_data["region"]
+    fibres = mesh.cell_data["fibre_direction"]
     gradients, _ = shape_gradients(points, tetrahedra)
     # Capacitance follows membrane area: scar keeps a small share (fibroblasts), so the
     # myocytes next to it are not loaded with the scar's volume.
@@ -58,113 +77,182 @@ def evaluate_designs(
     bz = region == REGION_BORDER_ZONE
     along = np.select([scar, bz], [0.0, tuned["bz_fibre"]], tuned["remote_fibre"])
     across = np.select([scar, bz], [0.0, tuned["bz_cross"]], tuned["remote_cross"])
-    tissue = conductivity_tensors(mesh.cell_data["fibre_direction"], along, across)
-    isotropic = np.broadcast_to(diffusivity_m2_per_ms(1.0) * np.eye(3), tissue.shape)
-    excitable = ~node_mask_of_elements(tetrahedra, region == REGION_SCAR, n_nodes, True)
-    stimulated = stimulus_nodes(mesh, settings.stimulus_aha_segments, tuned.edge_length_m,
-                                excitable)
+    tissue = conductivity_tensors(fibres, along, across)
+    ones = np.ones(len(tetrahedra))
+    gel_unit = conductivity_tensors(
+        fibres, tuned.correction("fibre") * ones, tuned.correction("cross") * ones
+    )  # 1 S/m of gel, corrected as the tissue is
+    excitable = ~node_mask_of_elements(tetrahedra, scar, n_nodes, True)
+    layer_ms = endocardial_activation_ms(
+        mesh,
+        settings.earliest_activation_aha_segments,
+        settings.fast_layer_velocity_m_per_s,
+        settings.fast_layer_extent,
+        tuned.edge_length_m,
+    )
+    stimulus_ms = np.where(excitable, layer_ms, np.inf)
 
     infeasible, reasons = polymer_feasibility(designs)
     gel = gel_state(designs, patient.wall_thickness_mm, settings.evaluation_weeks)
     gel_fraction = gel.thickness_ratio / (1.0 + gel.thickness_ratio)
 
-    maps = np.full((n_nodes, n), np.nan)
+    activation = np.full((n_nodes, n), np.inf)
+    repolarisation = np.full((n_nodes, n), np.inf)
     for c, coverage in enumerate(COVERAGE_PATTERNS):
         rows = np.flatnonzero((designs.coverage_index == c) & ~infeasible)
         if not len(rows):
             continue
         # Batch-mates share a time step, set by the most conductive: group alike ones.
         rows = rows[np.argsort(gel_fraction[rows] * designs.conductivity_s_per_m[rows])]
+        # Untreated tissue, treated tissue and gel; each assembled over its own elements only,
+        # so the per-design parts cost in proportion to the treated region.
         treated = mesh.treated(coverage)
+        kept, covered = tetrahedra[~treated], tetrahedra[treated]
         parts = [
-            stiffness_matrix(points, tetrahedra, tissue * ~treated[:, None, None]),
-            stiffness_matrix(points, tetrahedra, tissue * treated[:, None, None]),
-            stiffness_matrix(points, tetrahedra, isotropic * treated[:, None, None]),
+            stiffness_matrix(points, kept, tissue[~treated], len(points)),
+            stiffness_matrix(points, covered, tissue[treated], len(points)),
+            stiffness_matrix(points, covered, gel_unit[treated], len(points)),
         ]
         for start in range(0, len(rows), BATCH):
             batch = rows[start : start + BATCH]
             phi = gel_fraction[batch]
             weights = [np.ones(len(batch)), 1.0 - phi, phi * designs.conductivity_s_per_m[batch]]
-            problem = Problem(mass, list(zip(parts, weights, strict=True)), excitable, stimulated)
-            maps[:, batch] = solve_activation(problem, settings.max_time_ms).times_ms
-    values = measures(maps, gradients, tetrahedra, region, mass, excitable, stimulated)
+            problem = Problem(mass, list(zip(parts, weights, strict=True)), excitable, stimulus_ms)
+            solution = solve_activation(problem, settings.max_time_ms, repolarise=True)
+            activation[:, batch] = solution.times_ms
+            repolarisation[:, batch] = solution.repolarisation_ms
+    values = measures(
+        activation,
+        repolarisation,
+        points,
+        gradients,
+        tetrahedra,
+        region,
+        mass,
+        excitable,
+        np.isfinite(stimulus_ms),
+        settings.rvi_radius_mm * 1e-3,
+    )
     failed = infeasible | ~np.isfinite(values["total_activation_time_ms"])
     reasons = np.where(
         infeasible | ~failed, reasons, "no myocardium activated within the simulated time"
     )
     for name in values:
         values[name][infeasible] = np.nan
-    return values, failed, reasons, np.where(np.isfinite(maps), maps, np.nan)
-
-
-def stimulus_nodes(
-    mesh: PatientMesh, segments: list[int], edge_length_m: float, excitable: np.ndarray
-) -> np.ndarray:
-    """Excitable endocardial nodes around the stimulus site: the centre of the stimulus
-    segments' endocardium, or, where scar covers it, the nearest excitable endocardium."""
-    n_nodes = len(mesh.points_m)
-    in_segments = node_mask_of_elements(
-        mesh.tetrahedra, np.isin(mesh.cell_data["aha_segment"], segments), n_nodes, False
-    )
-    endo = np.zeros(n_nodes, dtype=bool)
-    endo[np.unique(mesh.surfaces["endo"])] = True
-    if not (endo & in_segments).any():
-        raise ValueError(f"no endocardium in the stimulus segments {segments}")
-    centre = mesh.points_m[endo & in_segments].mean(axis=0)
-    candidates = np.flatnonzero(endo & excitable)
-    distance = np.linalg.norm(mesh.points_m[candidates] - centre, axis=1)
-    site = mesh.points_m[candidates[np.argmin(distance)]]
-    radius = max(STIMULUS_RADIUS_M, 1.5 * edge_length_m)
-    near = np.linalg.norm(mesh.points_m - site, axis=1) <= radius
-    return near & endo & excitable
+    maps = {
+        "activation_time_ms": np.where(np.isfinite(activation), activation, np.nan),
+        "repolarisation_time_ms": np.where(np.isfinite(repolarisation), repolarisation, np.nan),
+    }
+    return values, failed, reasons, maps
 
 
 def measures(
-    times: np.ndarray,
+    activation: np.ndarray,
+    repolarisation: np.ndarray,
+    points: np.ndarray,
     gradients: np.ndarray,
     tetrahedra: np.ndarray,
     region: np.ndarray,
     mass: np.ndarray,
     excitable: np.ndarray,
     stimulated: np.ndarray,
+    rvi_radius_m: float,
 ) -> dict[str, np.ndarray]:
-    """Total activation time, BZ velocity, block and risk score per design (columns)."""
-    finite = np.isfinite(times)
-    activated = finite & excitable[:, None]
-    total = np.where(
-        activated.any(axis=0), np.max(np.where(activated, times, -np.inf), axis=0), np.nan
-    )
+    """Total activation time, BZ velocity, block and the RVI per design (columns)."""
+    finite = np.isfinite(activation)
+    total = total_activation_ms(activation, mass, excitable)
     blocked = (~finite & excitable[:, None]) * mass[:, None]
     block_pct = 100.0 * blocked.sum(axis=0) / mass[excitable].sum()
-
-    corner_times = times[tetrahedra]  # [E, 4, n]
-    usable = np.all(np.isfinite(corner_times), axis=1)
-    slope = np.einsum(
-        "eia,ein->ean", gradients, np.where(np.isfinite(corner_times), corner_times, 0.0)
-    )
-    pace = np.linalg.norm(slope, axis=1)  # ms/m
-    velocity = np.where(usable & (pace > 0), 1000.0 / np.where(pace > 0, pace, 1.0), np.nan)
-    away = ~np.any(stimulated[tetrahedra], axis=1)  # the stimulus sets its own pace
+    velocity = local_velocity_m_per_s(activation, gradients, tetrahedra)
+    # Elements with a stimulated node conduct at the fast layer's pace, not the tissue's.
+    away = ~np.any(stimulated[tetrahedra], axis=1)
     bz_elements = (region == REGION_BORDER_ZONE) & away
-    remote_elements = (region == REGION_REMOTE) & away
     with warnings.catch_warnings():  # designs without any usable BZ element give NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         bz_cv = np.nanmedian(np.where(bz_elements[:, None], velocity, np.nan), axis=0)
-        remote_cv = np.nanmedian(np.where(remote_elements[:, None], velocity, np.nan), axis=0)
-        bz_values = np.where(bz_elements[:, None], velocity, np.nan)
-        dispersion = np.clip(np.nanstd(bz_values, axis=0) / np.nanmean(bz_values, axis=0), 0, 1)
-        slowing = np.clip(1.0 - bz_cv / remote_cv, 0.0, 1.0)
-    bz_nodes = np.zeros(len(mass), dtype=bool)
-    bz_nodes[np.unique(tetrahedra[region == REGION_BORDER_ZONE])] = True
-    bz_nodes &= excitable
-    if bz_nodes.any():
-        bz_block = (~finite[bz_nodes] * mass[bz_nodes, None]).sum(axis=0) / mass[bz_nodes].sum()
-    else:
-        bz_block = np.zeros(times.shape[1])
-    risk = (np.nan_to_num(slowing) + bz_block + np.nan_to_num(dispersion)) / 3.0
     return {
         "total_activation_time_ms": total,
         "bz_conduction_velocity_m_per_s": bz_cv,
         "conduction_block_pct": block_pct,
-        "arrhythmia_risk_score": risk,
+        "reentry_vulnerability_index_ms": reentry_vulnerability_index(
+            activation, repolarisation, points, mass, excitable, rvi_radius_m
+        ),
     }
+
+
+def total_activation_ms(
+    activation: np.ndarray, mass: np.ndarray, excitable: np.ndarray
+) -> np.ndarray:
+    """Per design, the time by which :data:`ACTIVATED_SHARE` of the myocardium that activates
+    at all (by volume) has activated (block is measured apart); NaN when none activates."""
+    result = np.full(activation.shape[1], np.nan)
+    for j in range(activation.shape[1]):
+        activated = excitable & np.isfinite(activation[:, j])
+        if not activated.any():
+            continue
+        times = activation[activated, j]
+        order = np.argsort(times)
+        reached = np.cumsum(mass[activated][order]) / mass[activated].sum()
+        index = min(int(np.searchsorted(reached, ACTIVATED_SHARE)), len(times) - 1)
+        result[j] = times[order][index]
+    return result
+
+
+def local_velocity_m_per_s(
+    activation: np.ndarray, gradients: np.ndarray, tetrahedra: np.ndarray
+) -> np.ndarray:
+    """1 / |grad T| per element and design, T the P1 activation-time field (NaN where an
+    element has a node that never activated)."""
+    corner = activation[tetrahedra]  # [E, 4, n]
+    usable = np.all(np.isfinite(corner), axis=1)
+    slope = np.einsum("eia,ein->ean", gradients, np.where(np.isfinite(corner), corner, 0.0))
+    pace = np.linalg.norm(slope, axis=1)  # ms/m
+    return np.where(usable & (pace > 0), 1000.0 / np.where(pace > 0, pace, 1.0), np.nan)
+
+
+def reentry_vulnerability_index(
+    activation: np.ndarray,
+    repolarisation: np.ndarray,
+    points: np.ndarray,
+    mass: np.ndarray,
+    excitable: np.ndarray,
+    radius_m: float,
+) -> np.ndarray:
+    """Per design, the RVI [ms] below which :data:`RVI_VULNERABLE_SHARE` of the myocardium
+    (by volume) lies. A node's RVI is the smallest RT(node) - AT(neighbour) over the
+    neighbours within ``radius_m`` that activate after it."""
+    from scipy.spatial import cKDTree
+
+    nodes = np.flatnonzero(excitable)
+    pairs = cKDTree(points[nodes]).query_pairs(radius_m, output_type="ndarray")
+    a, b = nodes[pairs[:, 0]], nodes[pairs[:, 1]]
+    n_nodes, n_designs = activation.shape
+    result = np.full(n_designs, np.nan)
+    for start in range(0, n_designs, RVI_DESIGN_CHUNK):
+        cols = np.arange(start, min(start + RVI_DESIGN_CHUNK, n_designs))
+        at_a, at_b = activation[a][:, cols], activation[b][:, cols]
+        a_first = at_a <= at_b
+        proximal = np.where(a_first, a[:, None], b[:, None])
+        with np.errstate(invalid="ignore"):
+            rvi = np.where(
+                a_first, repolarisation[a][:, cols] - at_b, repolarisation[b][:, cols] - at_a
+            )
+        node_rvi = np.full(n_nodes * len(cols), np.inf)
+        valid = np.isfinite(rvi)
+        flat = (proximal + n_nodes * np.arange(len(cols))[None, :])[valid]
+        np.minimum.at(node_rvi, flat, rvi[valid])
+        node_rvi = node_rvi.reshape(len(cols), n_nodes)
+        for k, column in enumerate(cols):
+            result[column] = _volume_quantile(node_rvi[k], mass, RVI_VULNERABLE_SHARE)
+    return result
+
+
+def _volume_quantile(values: np.ndarray, mass: np.ndarray, share: float) -> float:
+    """The value below which ``share`` of the volume of the finite entries lies."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.nan
+    order = np.argsort(values[finite])
+    reached = np.cumsum(mass[finite][order]) / mass[finite].sum()
+    index = min(int(np.searchsorted(reached, share)), int(finite.sum()) - 1)
+    return float(values[finite][order][index])

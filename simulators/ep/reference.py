@@ -1,16 +1,11 @@
-"""The ``reference-ep`` simulator: activation of the infarcted LV with a hydrogel in place.
+"""The ``reference-ep`` simulator: one beat of the infarcted LV with a hydrogel in place.
 
-Per element, the tissue's conductivity tensor is sigma_t I + (sigma_f - sigma_t) f f^T with
-sigma_f, sigma_t tuned to the target velocities at the mesh's resolution (:mod:`.tissue`).
-Scar conducts nothing and its nodes carry no ionic current; the border zone keeps a fraction
-of the along- and across-fibre conductivities (remodelled gap junctions). In a treated
-element the gel occupies the volume fraction phi = h_gel / (h + h_gel) (in-vivo thickness
-after swelling and degradation, :mod:`hydraopt_simulators.hydrogel`) and conducts in parallel
-with the tissue (Wiener's upper bound for layers along the current):
-
-    sigma_eff = (1 - phi) sigma_tissue + phi sigma_gel I
-
-so a conductive gel over scar carries electrotonic current across it. See docs/physics.md.
+Monodomain Mitchell-Schaeffer on the patient's mesh (:mod:`.solver`), excited by the fast
+endocardial layer (:mod:`.purkinje`), with tissue conductivities tuned to the target
+velocities at the mesh's resolution and the gel's physical conductivity corrected by the same
+factors (:mod:`.tissue`, :mod:`.activation`); scar conducts nothing and carries no ionic
+current. The beat runs until every node has repolarised, for the re-entry vulnerability
+index. See docs/physics.md.
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from hydraopt.domain import DesignBatch, Outcomes, OutputSpec, Patient
 from hydraopt.domain.mesh import PatientMesh, mean_edge_length_m
 from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
 
-VERSION = "1.0"
+VERSION = "2.0"
 
 
 class ReferenceEPSettings(PluginSettings):
@@ -36,25 +31,54 @@ class ReferenceEPSettings(PluginSettings):
         0.3, gt=0, description="Target conduction velocity across fibres in healthy tissue."
     )
     bz_fibre_velocity_m_per_s: float = Field(
-        0.3, gt=0, description="Target border-zone velocity along fibres (a quarter of the "
-        "healthy conductivity: half the velocity)."
+        0.3,
+        gt=0,
+        description="Target border-zone velocity along fibres (a quarter of the "
+        "healthy conductivity: half the velocity).",
     )
     bz_cross_velocity_m_per_s: float = Field(
-        0.1, gt=0, description="Target border-zone velocity across fibres (90% less "
-        "conductivity, Arevalo et al. 2016: about a third of the velocity)."
+        0.1,
+        gt=0,
+        description="Target border-zone velocity across fibres (90% less "
+        "conductivity, Arevalo et al. 2016: about a third of the velocity).",
     )
-    stimulus_aha_segments: list[int] = Field(
-        default_factory=lambda: [17],
+    earliest_activation_aha_segments: list[int] = Field(
+        default_factory=lambda: [2, 9, 15],
         min_length=1,
-        description="AHA segments whose endocardium is stimulated (17: the apex).",
+        description="AHA segments of the earliest endocardial activation sites (Durrer et al. "
+        "1970: high anterior paraseptal, mid septal, low posterior paraseptal).",
+    )
+    fast_layer_velocity_m_per_s: float = Field(
+        4.2,
+        gt=0,
+        description="Velocity of the fast endocardial (Purkinje) layer: seven times the "
+        "healthy fibre velocity (Rodero et al. 2021).",
+    )
+    fast_layer_extent: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="How far from apex to base the fast layer reaches (Rodero et al. 2021).",
+    )
+    rvi_radius_mm: float = Field(
+        10.0, gt=0, description="Search radius of the re-entry vulnerability index."
     )
     evaluation_weeks: float = Field(
         1.0, ge=0, description="Weeks after injection at which the gel's state is taken."
     )
-    max_time_ms: float = Field(500.0, gt=0, description="Longest simulated time.")
-    write_activation_maps: bool = Field(
-        True, description="Write activation-time fields (XDMF) into the work directory."
+    max_time_ms: float = Field(
+        600.0, gt=0, description="Longest simulated time (activation and repolarisation)."
     )
+    write_activation_maps: bool = Field(
+        True,
+        description="Write activation- and repolarisation-time fields (XDMF) into the work "
+        "directory.",
+    )
+
+    def model_post_init(self, context: object) -> None:
+        bad = [s for s in self.earliest_activation_aha_segments if not 1 <= s <= 17]
+        if bad:
+            raise ValueError(f"earliest_activation_aha_segments must be AHA 1-17, got {bad}")
 
 
 class ReferenceEP:
@@ -66,7 +90,7 @@ class ReferenceEP:
             OutputSpec(
                 "total_activation_time_ms",
                 "ms",
-                "time from the stimulus to the last activated myocardium",
+                "time by which 99% of the activated myocardium has activated",
             ),
             OutputSpec(
                 "bz_conduction_velocity_m_per_s",
@@ -77,9 +101,10 @@ class ReferenceEP:
                 "conduction_block_pct", "%", "share of excitable myocardium that never activates"
             ),
             OutputSpec(
-                "arrhythmia_risk_score",
-                "1",
-                "mean of BZ conduction slowing, BZ block and BZ velocity dispersion",
+                "reentry_vulnerability_index_ms",
+                "ms",
+                "re-entry vulnerability index of the most vulnerable 5% of the myocardium: "
+                "repolarisation minus neighbouring activation (lower: more vulnerable)",
             ),
         )
         self._tuned: dict[float, object] = {}
@@ -90,12 +115,15 @@ class ReferenceEP:
         edge = round(mean_edge_length_m(mesh.points_m, mesh.tetrahedra), 5)
         if edge not in self._tuned:
             s = self.settings
-            self._tuned[edge] = tune(edge, {
-                "remote_fibre": s.fibre_velocity_m_per_s,
-                "remote_cross": s.cross_velocity_m_per_s,
-                "bz_fibre": s.bz_fibre_velocity_m_per_s,
-                "bz_cross": s.bz_cross_velocity_m_per_s,
-            })
+            self._tuned[edge] = tune(
+                edge,
+                {
+                    "remote_fibre": s.fibre_velocity_m_per_s,
+                    "remote_cross": s.cross_velocity_m_per_s,
+                    "bz_fibre": s.bz_fibre_velocity_m_per_s,
+                    "bz_cross": s.bz_cross_velocity_m_per_s,
+                },
+            )
         return self._tuned[edge]
 
     def simulate(
@@ -113,7 +141,8 @@ class ReferenceEP:
                 mesh,
                 Path(workdir) / "activation.xdmf",
                 point_data={
-                    f"activation_time_ms_design_{row:05d}": maps[:, row]
+                    f"{name}_design_{row:05d}": field[:, row]
+                    for name, field in maps.items()
                     for row in range(len(designs))
                 },
             )
@@ -126,6 +155,7 @@ def hydraopt_simulators() -> Iterator[SimulatorPlugin]:
         name="reference-ep",
         factory=ReferenceEP,
         settings=ReferenceEPSettings,
-        description="monodomain Mitchell-Schaeffer activation on the patient mesh (P1, scipy)",
+        description="monodomain Mitchell-Schaeffer beat on the patient mesh with a fast "
+        "endocardial layer (P1, scipy)",
         version=VERSION,
     )

@@ -8,11 +8,21 @@
 potential, 0 at rest and 1 at the plateau.) Space: P1 tetrahedra with the lumped (row-summed)
 mass matrix, so the diffusion update needs no linear solve; time: forward Euler for v and the
 exact exponential (Rush-Larsen) update for the gate h, with a step below both the reaction's
-accuracy limit and the diffusion's stability limit 2 / lambda_max(M^-1 K).
+accuracy limit and the diffusion's stability limit 2 / lambda_max(M^-1 K) over the excitable
+nodes. Passive nodes (inside scar: no ionic current, a tenth of the capacitance) are updated
+point-implicitly, implicit in their own diagonal and leak, explicit in their neighbours: a
+conductive gel makes them electrotonically fast (time constants far below a millisecond)
+without them setting the step for the whole heart.
 
 Many designs are solved together: v is ``[nodes, designs]`` and each design's stiffness is
 K = A + (1 - phi) B + phi sigma_gel C, the untreated tissue, the treated tissue and the gel
-(isotropic) parts, so one sparse-times-dense product per part serves the whole batch.
+parts, so one sparse-times-dense product per part serves the whole batch.
+
+A node activates when v rises through 0.5 and repolarises when it falls back through the
+gate's threshold V_gate = 0.13 (-70 mV on the -86.2 to 40 mV scale openCARP's
+Mitchell-Schaeffer model is mapped to: Gillette et al., Med Image Anal 2021;71:102080).
+Each node may be stimulated from a time of its own (the fast endocardial layer's activation,
+:mod:`.purkinje`).
 """
 
 from __future__ import annotations
@@ -49,43 +59,56 @@ class Problem:
     mass: np.ndarray  # [nodes]
     parts: list[tuple[sparse.csr_matrix, np.ndarray]]  # (K_part, weight per design [designs])
     excitable: np.ndarray  # [nodes] bool: nodes with an ionic current
-    stimulated: np.ndarray  # [nodes] bool
+    stimulus_ms: np.ndarray  # [nodes] onset of each node's stimulus; inf: never stimulated
 
     @property
     def n_designs(self) -> int:
         return len(self.parts[0][1])
 
     def stable_step_ms(self) -> float:
-        """Largest stable explicit step for the stiffest design (Gershgorin bound)."""
+        """Largest stable explicit step for the stiffest design over the excitable nodes
+        (Gershgorin bound; passive nodes are point-implicit)."""
         bound = np.zeros(len(self.mass))
         for matrix, weights in self.parts:
             bound += np.asarray(abs(matrix).sum(axis=1)).ravel() * max(weights.max(), 0.0)
-        lam = (bound / self.mass).max()
+        lam = (bound / self.mass)[self.excitable].max()
         return float(min(REACTION_STEP_MS, 0.9 * 2.0 / lam)) if lam > 0 else REACTION_STEP_MS
 
 
 @dataclass
 class Activation:
-    """Activation times [nodes, designs] in ms (inf: never activated) and the end time."""
+    """Activation and repolarisation times [nodes, designs] in ms (inf: never) and the end
+    time of the simulation."""
 
     times_ms: np.ndarray
+    repolarisation_ms: np.ndarray
     end_ms: float
 
 
-def solve_activation(problem: Problem, max_time_ms: float) -> Activation:
-    """Integrate from rest with the stimulus at t = 0 until every excitable node of every
-    design has activated, or ``max_time_ms``."""
+def solve_activation(problem: Problem, max_time_ms: float, repolarise: bool = False) -> Activation:
+    """Integrate from rest until every excitable node of every design has activated (and, with
+    ``repolarise``, repolarised again), or ``max_time_ms``."""
     n_nodes, n_designs = len(problem.mass), problem.n_designs
     dt = problem.stable_step_ms()
     v = np.zeros((n_nodes, n_designs))
     h = np.ones((n_nodes, n_designs))
     h[~problem.excitable] = 0.0  # no inward current where there are no myocytes
     times = np.full((n_nodes, n_designs), np.inf)
+    repolarised = np.full((n_nodes, n_designs), np.inf)
     inverse_mass = (1.0 / problem.mass)[:, None]
-    stimulus = problem.stimulated[:, None] * STIMULUS_STRENGTH_PER_MS
+    stimulated = np.isfinite(problem.stimulus_ms)
+    onset = problem.stimulus_ms[stimulated][:, None]
     open_decay = np.exp(-dt / TAU_OPEN_MS)
     close_decay = np.exp(-dt / TAU_CLOSE_MS)
     excitable = problem.excitable[:, None]
+    passive = ~problem.excitable
+    # Per passive node and design: its diagonal stiffness, for the point-implicit update.
+    diagonal = sum(
+        matrix.diagonal()[passive][:, None] * weights[None, :] for matrix, weights in problem.parts
+    )
+    passive_mass = problem.mass[passive][:, None]
+    implicit = passive_mass + dt * diagonal + dt * passive_mass / TAU_OUT_MS
+    last_onset = onset.max() if len(onset) else 0.0
     t = 0.0
     check_every = max(1, int(1.0 / dt))
     step = 0
@@ -94,21 +117,48 @@ def solve_activation(problem: Problem, max_time_ms: float) -> Activation:
         for matrix, weights in problem.parts:
             diffusion += matrix @ (v * weights[None, :])
         rate = h * v * v * (1.0 - v) / TAU_IN_MS - v / TAU_OUT_MS - diffusion * inverse_mass
-        if t < STIMULUS_DURATION_MS:
-            rate += stimulus
+        if t < last_onset + STIMULUS_DURATION_MS:
+            on = (t >= onset) & (t < onset + STIMULUS_DURATION_MS)
+            rate[stimulated] += on * STIMULUS_STRENGTH_PER_MS
         v_new = v + dt * rate
+        if passive.any():
+            neighbours = diffusion[passive] - diagonal * v[passive]
+            v_new[passive] = (passive_mass * v[passive] - dt * neighbours) / implicit
         h = np.where(v < V_GATE, 1.0 - (1.0 - h) * open_decay, h * close_decay)
         h = np.where(excitable, h, 0.0)
-        crossed = (v_new >= ACTIVATION_THRESHOLD) & (v < ACTIVATION_THRESHOLD) & np.isinf(times)
-        if crossed.any():
-            fraction = (ACTIVATION_THRESHOLD - v[crossed]) / (v_new[crossed] - v[crossed])
-            times[crossed] = t + dt * fraction
+        _record_crossing(times, v, v_new, t, dt, ACTIVATION_THRESHOLD, rising=True)
+        if repolarise:
+            _record_crossing(repolarised, v, v_new, t, dt, V_GATE, rising=False, after=times)
         v = v_new
         t += dt
         step += 1
-        if step % check_every == 0 and np.isfinite(times[problem.excitable]).all():
-            break
-    return Activation(times, t)
+        if step % check_every == 0:
+            pending = repolarised if repolarise else times
+            if np.isfinite(pending[problem.excitable]).all():
+                break
+    return Activation(times, repolarised, t)
+
+
+def _record_crossing(
+    times: np.ndarray,
+    v: np.ndarray,
+    v_new: np.ndarray,
+    t: float,
+    dt: float,
+    threshold: float,
+    rising: bool,
+    after: np.ndarray | None = None,
+) -> None:
+    """Store, where not yet stored, the interpolated time v crosses ``threshold`` upward
+    (``rising``) or downward, the latter only after the node's time in ``after``."""
+    if rising:
+        crossed = (v_new >= threshold) & (v < threshold)
+    else:
+        crossed = (v_new < threshold) & (v >= threshold) & (after <= t)
+    crossed &= np.isinf(times)
+    if crossed.any():
+        fraction = (threshold - v[crossed]) / (v_new[crossed] - v[crossed])
+        times[crossed] = t + dt * fraction
 
 
 def node_mask_of_elements(

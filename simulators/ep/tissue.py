@@ -1,11 +1,19 @@
 """Conductivities of the tissue, tuned to a target conduction velocity at a mesh resolution.
 
 A P1 mesh too coarse to resolve the wavefront conducts slower than the continuum, so the
-conductivity is tuned per resolution, as openCARP's tuneCV does (Costa et al., Front Physiol
-2013;4:318): on a strand of tissue (here a bar of tetrahedra with the target mesh's edge
+conductivity is tuned per resolution, as openCARP's tuneCV does (Costa et al., Comput Cardiol
+2013;40:373-376): on a strand of tissue (here a bar of tetrahedra with the target mesh's edge
 length) with the same ionic model and time stepping, conductivity is updated by
 sigma <- sigma (CV_target / CV)^2 (since CV grows as sqrt(sigma)) until the measured velocity is
 within 1% of the target.
+
+The tuned value of healthy tissue over its physical conductivity, per direction, is the
+mesh's correction factor: it makes up for the resolution and for the phenomenological ionic
+model's upstroke. Any other conducting material in the tissue (an injected hydrogel) is
+scaled by the same factors, so its current keeps its physical proportion to the tissue's and
+its effect does not change with the mesh. Physical healthy conductivities are the monodomain
+(harmonic-mean) values of Clerc's bidomain measurements (J Physiol 1976;255:335-346:
+intracellular 0.174 / 0.019, extracellular 0.625 / 0.236 S/m along / across fibres).
 """
 
 from __future__ import annotations
@@ -19,16 +27,31 @@ from hydraopt_simulators.ep.solver import Problem, diffusivity_m2_per_ms, solve_
 from hydraopt_simulators.fem import lumped_mass, stiffness_matrix
 
 
+def _harmonic_mean(intracellular: float, extracellular: float) -> float:
+    return intracellular * extracellular / (intracellular + extracellular)
+
+
+PHYSICAL_CONDUCTIVITY_S_PER_M = {
+    "fibre": _harmonic_mean(0.174, 0.625),
+    "cross": _harmonic_mean(0.019, 0.236),
+}
+
+
 @dataclass(frozen=True)
 class TunedConductivity:
-    """Conductivities [S/m] tuned at one mesh resolution, by target name (for example
-    ``remote_fibre``, ``bz_cross``)."""
+    """Conductivities [S/m] tuned at one mesh resolution, by target name (``remote_fibre``,
+    ``remote_cross``, ``bz_fibre``, ``bz_cross``)."""
 
     edge_length_m: float
     conductivities_s_per_m: dict[str, float]
 
     def __getitem__(self, name: str) -> float:
         return self.conductivities_s_per_m[name]
+
+    def correction(self, direction: str) -> float:
+        """The mesh's correction factor along ``fibre`` or ``cross`` direction: tuned healthy
+        conductivity over physical."""
+        return self[f"remote_{direction}"] / PHYSICAL_CONDUCTIVITY_S_PER_M[direction]
 
 
 def conductivity_tensors(
@@ -58,7 +81,7 @@ def bar_velocity_m_per_s(conductivity_s_per_m: float, edge_length_m: float) -> f
         mass=lumped_mass(points, tetrahedra),
         parts=[(stiffness, np.ones(1))],
         excitable=np.ones(len(points), dtype=bool),
-        stimulated=x <= spacing * 1.01,
+        stimulus_ms=np.where(x <= spacing * 1.01, 0.0, np.inf),
     )
     times = solve_activation(problem, max_time_ms=400.0).times_ms[:, 0]
     middle = (x > 0.25 * x.max()) & (x < 0.75 * x.max()) & np.isfinite(times)
@@ -68,8 +91,9 @@ def bar_velocity_m_per_s(conductivity_s_per_m: float, edge_length_m: float) -> f
     return float(slope * 1000.0)
 
 
-def tune_conductivity(target_m_per_s: float, edge_length_m: float,
-                      initial_s_per_m: float = 0.1, iterations: int = 40) -> float:
+def tune_conductivity(
+    target_m_per_s: float, edge_length_m: float, initial_s_per_m: float = 0.1, iterations: int = 40
+) -> float:
     """The conductivity giving ``target_m_per_s`` along a bar at this resolution.
 
     tuneCV's fixed-point update sigma (target / CV)^2 until the target is bracketed, then
@@ -103,6 +127,10 @@ def tune_conductivity(target_m_per_s: float, edge_length_m: float,
 
 def tune(edge_length_m: float, targets_m_per_s: dict[str, float]) -> TunedConductivity:
     """Tune every named target velocity at this resolution."""
-    return TunedConductivity(edge_length_m, {
-        name: tune_conductivity(target, edge_length_m) for name, target in targets_m_per_s.items()
-    })
+    return TunedConductivity(
+        edge_length_m,
+        {
+            name: tune_conductivity(target, edge_length_m)
+            for name, target in targets_m_per_s.items()
+        },
+    )
