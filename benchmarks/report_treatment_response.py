@@ -24,9 +24,9 @@ import numpy as np
 
 from hydraopt.config import DesignSpaceConfig, build_design_space
 from hydraopt.errors import DataError
+from hydraopt.inputs import SYNTHETIC_COHORT_STREAM
 from hydraopt.polymer_library import read_polymer_library
 from hydraopt.seeding import rng_for
-from hydraopt.stages.cohort import COHORT_STAGE_NAME
 from hydraopt.synthetic_cohort import synthetic_cohort
 from hydraopt_plugins.generators import SobolGenerator, SobolSettings
 from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     # The cohort stage's own seed derivation, so the patients are the pipeline's.
-    seed = int(rng_for(args.study_seed, COHORT_STAGE_NAME, "synthetic").integers(2**63))
+    seed = int(rng_for(args.study_seed, *SYNTHETIC_COHORT_STREAM).integers(2**63))
     cohort = synthetic_cohort(args.patients, seed, args.chronic_fraction)
     space = build_design_space(DesignSpaceConfig(), read_polymer_library())
     generator = SobolGenerator(SobolSettings())

@@ -1,8 +1,9 @@
 """The ``hydraopt`` command line.
 
-User mistakes (:class:`~hydraopt.errors.HydraoptError`) print ``error: ...`` and exit with
-status 2, without a traceback. This module imports nothing heavy at start-up: ``--help`` and
-``validate`` never load torch.
+Exit status: 0 when everything asked for was done; 1 when a run finished with failed units
+(listed, with their tracebacks in the run directory); 2 for a user mistake
+(:class:`~hydraopt.errors.HydraoptError`: ``error: ...`` without a traceback). This module
+imports nothing heavy at start-up: ``--help`` and ``validate`` never load torch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,26 @@ import numpy as np
 from hydraopt import __version__
 from hydraopt.errors import ConfigError, HydraoptError
 
+UNITS_FAILED_EXIT = 1
 USER_ERROR_EXIT = 2
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is neither NaN nor infinite."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not np.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()
 
 
 def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,10 +87,15 @@ def _load(pipeline_file: Path):
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
 @_user_errors
 def validate(pipeline_file: Path) -> None:
-    """Check PIPELINE_FILE (schema, files, plugins and their settings) without running it."""
+    """Check PIPELINE_FILE and everything a run would read (cohort, polymer library, plugins
+    built from their settings, the run directory) without running it."""
     from hydraopt.pipeline import enabled_stages
+    from hydraopt.validation import validate_inputs
 
-    pipeline, _ = _load(pipeline_file)
+    pipeline, registry = _load(pipeline_file)
+    problems = validate_inputs(pipeline, registry)
+    if problems:
+        raise ConfigError(problems)
     stages = ", ".join(s.name for s in enabled_stages(pipeline.config))
     click.echo(f"{pipeline_file}: valid; stages: {stages}; run directory: {pipeline.run_dir}")
 
@@ -79,22 +104,55 @@ def validate(pipeline_file: Path) -> None:
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
 @click.option("--from", "from_stage", metavar="STAGE", help="Redo STAGE and every stage after it.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those already complete.")
+@click.option(
+    "--keep-going",
+    "-k",
+    is_flag=True,
+    help="When a stage has failed units, still run every later stage that does not need it "
+    "(default: stop after that stage).",
+)
+@click.option(
+    "--adopt-run-dir",
+    is_flag=True,
+    help="Let PIPELINE_FILE take over a run directory made by another pipeline file with the "
+    "same study name.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and the run directory.")
 @_user_errors
-def run(pipeline_file: Path, from_stage: str | None, force: bool, quiet: bool) -> None:
-    """Run the stages of PIPELINE_FILE; finished stages with unchanged inputs are skipped."""
+def run(
+    pipeline_file: Path,
+    from_stage: str | None,
+    force: bool,
+    keep_going: bool,
+    adopt_run_dir: bool,
+    quiet: bool,
+) -> None:
+    """Run the stages of PIPELINE_FILE; finished stages with unchanged inputs are skipped.
+
+    A unit that fails (a plugin raised, returned a malformed answer, overran its timeout, or
+    its worker process died) does not stop the others of its stage. Its traceback is kept in
+    the run directory's failures/ folder, the run ends with a summary and exit status 1, and
+    the next run retries the failed units only.
+    """
     from hydraopt.pipeline import run_pipeline
     from hydraopt.progress import Reporter
 
     pipeline, registry = _load(pipeline_file)
-    summary = run_pipeline(pipeline, registry, Reporter(quiet=quiet), from_stage, force)
-    if not quiet:
-        click.echo(
-            f"ran: {', '.join(summary.ran) or 'nothing'}; "
-            f"skipped: {', '.join(summary.skipped) or 'nothing'}",
-            err=True,
-        )
+    summary = run_pipeline(
+        pipeline,
+        registry,
+        Reporter(quiet=quiet),
+        from_stage,
+        force,
+        keep_going=keep_going,
+        adopt_run_dir=adopt_run_dir,
+    )
+    if not quiet or not summary.ok:
+        for line in summary.lines():
+            click.echo(line, err=True)
     click.echo(str(summary.run_dir))
+    if not summary.ok:
+        sys.exit(UNITS_FAILED_EXIT)
 
 
 @main.command()
@@ -159,10 +217,10 @@ def _default_text(field: Any) -> str:
     required=True,
     type=click.Choice(["scar_only", "scar_bz25", "scar_bz50", "scar_bz100"]),
 )
-@click.option("--stiffness-kpa", type=float, required=True, help="Hydrogel modulus E [kPa].")
-@click.option("--t50-days", type=float, required=True, help="Degradation half-life [days].")
-@click.option("--conductivity-s-per-m", type=float, required=True, help="Conductivity [S/m].")
-@click.option("--thickness-mm", type=float, required=True, help="Patch thickness [mm].")
+@click.option("--stiffness-kpa", type=FINITE, required=True, help="Hydrogel modulus E [kPa].")
+@click.option("--t50-days", type=FINITE, required=True, help="Degradation half-life [days].")
+@click.option("--conductivity-s-per-m", type=FINITE, required=True, help="Conductivity [S/m].")
+@click.option("--thickness-mm", type=FINITE, required=True, help="Patch thickness [mm].")
 @click.option(
     "--simulator",
     "simulator_names",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -219,7 +220,9 @@ class PipelineConfig(Section):
     )
     simulators: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="One table per simulator plugin, [simulators.NAME], holding its settings.",
+        description="One table per simulator plugin, [simulators.NAME], holding its settings "
+        "and, optionally, `timeout_s`: the longest one evaluation (a patient's designs) may "
+        "take before it is stopped and reported as failed (default: no limit).",
     )
     dataset: DatasetConfig | None = Field(None, description="The training dataset's design plan.")
     surrogate: PluginChoice | None = Field(
@@ -240,7 +243,8 @@ class PipelineConfig(Section):
     def plugin_choices(self) -> Iterator[tuple[tuple[str | int, ...], str, str, dict[str, Any]]]:
         """Every plugin the pipeline names: (key path, kind, name, raw settings)."""
         yield ("mesh",), "mesher", self.mesh.plugin, self.mesh.settings
-        for name, settings in self.simulators.items():
+        for name, table in self.simulators.items():
+            settings = {k: v for k, v in table.items() if k not in CORE_SIMULATOR_KEYS}
             yield ("simulators", name), "simulator", name, settings
         if self.dataset:
             yield (
@@ -263,6 +267,17 @@ class PipelineConfig(Section):
             for i, choice in enumerate(self.screen.filters):
                 yield ("screen", "filters", i), "filter", choice.plugin, choice.settings
 
+    def plugin_at(self, loc: tuple[str | int, ...]) -> tuple[str, str]:
+        """(kind, name) of the plugin configured at ``loc``."""
+        for choice_loc, kind, name, _ in self.plugin_choices():
+            if choice_loc == loc:
+                return kind, name
+        raise KeyError(f"no plugin configured at {loc}")
+
+
+# Keys of a [simulators.NAME] table that hydraopt reads itself; the rest are the plugin's.
+CORE_SIMULATOR_KEYS = ("timeout_s",)
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -271,6 +286,12 @@ class Pipeline:
     config: PipelineConfig
     path: Path
     plugin_settings: dict[tuple[str | int, ...], BaseModel]
+
+    def timeout_s(self, loc: tuple[str | int, ...]) -> float | None:
+        """The wall-clock limit of one evaluation by the plugin at ``loc``, if one is set."""
+        if loc[0] == "simulators":
+            return self.config.simulators[str(loc[1])].get("timeout_s")
+        return None
 
     @property
     def base_dir(self) -> Path:
@@ -360,7 +381,7 @@ def _describe(
     for error in exc.errors():
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
         full = (*prefix, *loc)
-        key = _dotted(full) or "(top level)"
+        key = dotted_key(full) or "(top level)"
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             message = "unknown key"
@@ -379,7 +400,7 @@ def _describe(
     return problems
 
 
-def _dotted(loc: tuple[str | int, ...]) -> str:
+def dotted_key(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -424,7 +445,7 @@ def _check_files(pipeline: Pipeline, where: Any) -> list[str]:
     ):
         if value is not None and not pipeline.resolve(value).is_file():
             problems.append(
-                f"{where(loc)}: {_dotted(loc)}: no such file {str(pipeline.resolve(value))!r}"
+                f"{where(loc)}: {dotted_key(loc)}: no such file {str(pipeline.resolve(value))!r}"
             )
     if not problems:
         problems += _check_polymers(pipeline, where)
@@ -450,19 +471,36 @@ def _check_polymers(pipeline: Pipeline, where: Any) -> list[str]:
 
 
 def _check_plugins(pipeline: Pipeline, registry: Any, where: Any) -> list[str]:
-    problems = []
+    problems = _check_timeouts(pipeline, where)
     for loc, kind, name, raw in pipeline.config.plugin_choices():
         try:
             plugin = registry.get(kind, name)
         except HydraoptError as exc:
             name_loc = loc if loc[0] == "simulators" else (*loc, "plugin")
-            problems.append(f"{where(name_loc)}: {_dotted(name_loc)}: {exc}")
+            problems.append(f"{where(name_loc)}: {dotted_key(name_loc)}: {exc}")
             continue
         settings_model = plugin.registration.settings
         try:
             pipeline.plugin_settings[loc] = settings_model.model_validate(raw)
         except ValidationError as exc:
             problems += _describe(exc, loc, settings_model, where)
+    return problems
+
+
+def _check_timeouts(pipeline: Pipeline, where: Any) -> list[str]:
+    problems = []
+    for name, table in pipeline.config.simulators.items():
+        if "timeout_s" not in table:
+            continue
+        loc = ("simulators", name, "timeout_s")
+        value = table["timeout_s"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{where(loc)}: {dotted_key(loc)}: expected a number of seconds")
+        elif not (math.isfinite(value) and value > 0):
+            problems.append(
+                f"{where(loc)}: {dotted_key(loc)}: expected a positive, finite number of seconds, "
+                f"got {value!r}"
+            )
     return problems
 
 

@@ -114,7 +114,10 @@ def hydraopt_encoders() -> Iterable[EncoderPlugin]:
 def hydraopt_surrogates() -> Iterable[SurrogatePlugin]:
     """Register surrogate models (Stage 1) that predict outcomes from patient and design.
 
-    A surrogate's factory returns a :class:`hydraopt.plugin_types.Surrogate`.
+    A surrogate's factory returns a :class:`hydraopt.plugin_types.Surrogate` (provisional):
+    ``fit(data, workdir)`` on simulated outcomes judged on held-out patients, ``save`` and
+    ``load`` of its fitted state, and ``predict(patient, designs) -> Predictions``, the
+    predicted outcomes with their standard deviations.
 
     :return: the surrogates this plugin provides.
 
@@ -135,7 +138,8 @@ def hydraopt_surrogates() -> Iterable[SurrogatePlugin]:
 def hydraopt_policies() -> Iterable[PolicyPlugin]:
     """Register design policies (Stage 2) that learn to propose designs per patient.
 
-    A policy's factory returns a :class:`hydraopt.plugin_types.Policy`.
+    A policy's factory returns a :class:`hydraopt.plugin_types.Policy` (provisional):
+    ``propose(patient, space, n, rng) -> DesignBatch``.
 
     :return: the policies this plugin provides.
 
@@ -156,8 +160,10 @@ def hydraopt_policies() -> Iterable[PolicyPlugin]:
 def hydraopt_filters() -> Iterable[FilterPlugin]:
     """Register candidate filters, the links of Stage 3's hierarchical filter chain.
 
-    A filter's factory returns a :class:`hydraopt.plugin_types.Filter`: given candidate designs
-    and their predicted outcomes, it returns the mask of candidates to keep.
+    A filter's factory returns a :class:`hydraopt.plugin_types.Filter` (provisional): given the
+    patient, candidate designs, their predictions and a context (the patient's mesh, the
+    built simulators, a random stream, a scratch folder), it returns the mask of candidates
+    to keep.
 
     :return: the filters this plugin provides.
 

@@ -13,7 +13,7 @@ Table = dict[str, np.ndarray]
 
 
 def mesh_tables(mesh: PatientMesh, prefix: str) -> dict[str, Table]:
-    """The mesh as groups of columns under ``prefix`` (for :meth:`RunStore.write_artifact`)."""
+    """The mesh as groups of columns under ``prefix`` (for :func:`hydraopt.store.write_h5`)."""
     return {
         f"{prefix}/geometry": {"points_m": mesh.points_m, "tetrahedra": mesh.tetrahedra},
         f"{prefix}/cell_data": dict(mesh.cell_data),
@@ -32,6 +32,20 @@ def mesh_from_tables(patient_id: str, read, prefix: str, meta: dict) -> PatientM
         surfaces=read(f"{prefix}/surfaces"),
         meta=meta,
     )
+
+
+def read_mesh_h5(path: Path, patient_id: str, prefix: str = "mesh") -> PatientMesh:
+    """A mesh written by :func:`write_mesh_h5`."""
+    from hydraopt.store import read_h5_attrs, read_h5_table
+
+    meta = read_h5_attrs(path)["meta"]
+    return mesh_from_tables(patient_id, lambda group: read_h5_table(path, group), prefix, meta)
+
+
+def write_mesh_h5(mesh: PatientMesh, path: Path, prefix: str = "mesh") -> None:
+    from hydraopt.store import write_h5
+
+    write_h5(path, mesh_tables(mesh, prefix), provenance={}, meta=dict(mesh.meta))
 
 
 def write_xdmf(

@@ -1,162 +1,80 @@
-"""The stages, their order, and running them with skipping and resume.
+"""The runner: finds the stages, orders them from their inputs and outputs, skips, resumes.
 
-A stage reads artifacts of earlier stages and writes its own. Its *fingerprint* hashes all it
-depends on: its name and version, its slice of the config, the study seed, the plugins it uses
-with their versions, and the digests of its input artifacts. A stage whose recorded fingerprint
-matches is skipped; a changed input reruns it and, through the changed artifact digests, every
-stage after it. ``--from STAGE`` and ``--force`` rerun on purpose.
+A stage's *fingerprint* hashes all it depends on: its name and version, its slice of the
+config, the study seed, the plugins it uses (name, package, version, settings and a digest of
+their source code) and the content digests of its input artifacts. A stage whose recorded
+fingerprint matches, and whose recorded files still have their recorded SHA-256, is skipped; a
+changed input reruns it and, through the changed artifact digests, every stage after it.
+``--from STAGE`` and ``--force`` rerun on purpose.
+
+A stage whose units failed is not recorded as finished: its finished units are kept and the
+next run retries only the failed ones. By default the run stops after such a stage; with
+``keep_going`` it goes on with every stage that does not need the failed one (as ``make -k``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import tomli_w
 
+from hydraopt.code_digest import plugin_code_digest
 from hydraopt.config import Pipeline, PipelineConfig, stable_hash
 from hydraopt.errors import HydraoptError
-from hydraopt.execution import make_executor
+from hydraopt.ledger import StageLedger, UnitFailure
+from hydraopt.plugin_calls import PluginFailure, forget_built_plugins
 from hydraopt.progress import Reporter
-from hydraopt.provenance import provenance_record
 from hydraopt.registry import PluginRegistry
-from hydraopt.seeding import rng_for
-from hydraopt.store import RunStore, Table
-
-PluginLoc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the pipeline.
-
-    :param version: bump when the stage's outputs change for the same inputs, so existing
-        runs redo it.
-    :param inputs: artifacts of earlier stages it reads.
-    :param outputs: artifacts it writes, all through :meth:`StageContext.write_artifact`.
-    :param enabled: whether the config switches the stage on.
-    :param depends_on: the slice of the config its results depend on.
-    :param plugins: key paths (into pipeline.toml) of the plugins it uses.
-    :param run: does the work.
-    :param sections: optional pipeline.toml sections it reads (see
-        :meth:`PipelineConfig.present_sections`).
-    :param extra_inputs: digests of files it reads from outside the run (say a cohort CSV).
-    """
-
-    name: str
-    version: str
-    description: str
-    sections: tuple[str, ...]
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    enabled: Callable[[PipelineConfig], bool]
-    depends_on: Callable[[PipelineConfig], Any]
-    plugins: Callable[[PipelineConfig], list[PluginLoc]]
-    run: Callable[[StageContext], None]
-    extra_inputs: Callable[[Pipeline], dict[str, str]] = lambda pipeline: {}
+from hydraopt.run_lock import check_owner, run_lock
+from hydraopt.run_summary import RunSummary, write_summary
+from hydraopt.stages import discover_stages
+from hydraopt.stages.base import PluginLoc, Stage, StageContext, UnitsFailed
+from hydraopt.store import RunStore
 
 
-@dataclass
-class StageContext:
-    """What a running stage gets: config, plugins, store, seeds, executor and progress."""
-
-    stage: Stage
-    pipeline: Pipeline
-    registry: PluginRegistry
-    store: RunStore
-    reporter: Reporter
-    fingerprint: str
-    inputs: dict[str, str]
-    plugins_used: list[dict[str, str]]
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def config(self) -> PipelineConfig:
-        return self.pipeline.config
-
-    def rng(self, *names: str) -> np.random.Generator:
-        """A random stream of this stage, independent of every other stream and of order."""
-        return rng_for(self.config.study.seed, self.stage.name, *names)
-
-    def plugin(self, loc: PluginLoc) -> Any:
-        """Construct the plugin configured at ``loc`` with its validated settings."""
-        table = _plugin_table(self.config, loc)
-        return self.registry.create(
-            table["kind"], table["name"], self.pipeline.plugin_settings[loc]
-        )
-
-    def run_units(self, function: Callable[[Any], Any], jobs: list[Any], label: str) -> None:
-        """Run ``function`` on every job whose ``output`` file does not exist yet, with
-        progress: the units an interrupted run finished are not redone."""
-        todo = [job for job in jobs if not job.output.exists()]
-        done = len(jobs) - len(todo)
-        if done:
-            self.reporter.say(f"  resuming: {done} of {len(jobs)} {label} already done")
-        with self.reporter.task(label, total=len(jobs), unit=label, done=done) as advance:
-            executor = make_executor(self.config.execution, len(todo))
-            for _job, _result in executor.map_unordered(function, todo):
-                advance(1)
-
-    def provenance(self) -> dict[str, Any]:
-        return provenance_record(
-            stage=self.stage.name,
-            config_hash=self.pipeline.config_hash(),
-            fingerprint=self.fingerprint,
-            seed=self.config.study.seed,
-            plugins=self.plugins_used,
-            inputs=self.inputs,
-        )
-
-    def work_dir(self) -> Path:
-        """Folder for partial results, private to this fingerprint: a changed config never
-        resumes from stale work."""
-        folder = self.store.work_dir(self.stage.name) / self.fingerprint[:16]
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def write_artifact(self, name: str, tables: dict[str, Table], meta: dict[str, Any]) -> None:
-        if name not in self.stage.outputs:
-            raise RuntimeError(f"stage {self.stage.name} does not declare output {name!r}")
-        self.outputs[name] = self.store.write_artifact(name, tables, self.provenance(), meta)
-
-
-def _plugin_table(config: PipelineConfig, loc: PluginLoc) -> dict[str, Any]:
-    for choice_loc, kind, name, settings in config.plugin_choices():
-        if choice_loc == loc:
-            return {"kind": kind, "name": name, "settings": settings}
-    raise KeyError(f"no plugin configured at {loc}")
-
-
-def all_stages() -> tuple[Stage, ...]:
-    """Every stage hydraopt knows, in execution order."""
-    from hydraopt.stages.cohort import COHORT_STAGE
-    from hydraopt.stages.designs import DESIGNS_STAGE
-    from hydraopt.stages.meshes import MESHES_STAGE
-    from hydraopt.stages.simulate import SIMULATE_STAGE
-
-    return (COHORT_STAGE, DESIGNS_STAGE, MESHES_STAGE, SIMULATE_STAGE)
+def ordered_stages(stages: Iterable[Stage] | None = None) -> tuple[Stage, ...]:
+    """The stages in an order where every stage comes after those whose outputs it reads;
+    among stages free to go, alphabetical, so the order is stable."""
+    stages = tuple(discover_stages() if stages is None else stages)
+    producer: dict[str, str] = {}
+    for stage in stages:
+        for output in stage.outputs:
+            if output in producer:
+                raise RuntimeError(
+                    f"artifact {output!r} is written by both stage {producer[output]} and "
+                    f"stage {stage.name}"
+                )
+            producer[output] = stage.name
+    needs: dict[str, set[str]] = {}
+    for stage in stages:
+        missing = [i for i in stage.inputs if i not in producer]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} reads {missing}, which no stage writes")
+        needs[stage.name] = {producer[i] for i in stage.inputs}
+    by_name = {stage.name: stage for stage in stages}
+    order: list[Stage] = []
+    placed: set[str] = set()
+    while len(order) < len(stages):
+        ready = sorted(n for n in by_name if n not in placed and needs[n] <= placed)
+        if not ready:
+            cycle = sorted(n for n in by_name if n not in placed)
+            raise RuntimeError(f"stages {cycle} read each other's outputs in a cycle")
+        order.append(by_name[ready[0]])
+        placed.add(ready[0])
+    return tuple(order)
 
 
 def enabled_stages(config: PipelineConfig) -> list[Stage]:
-    return [stage for stage in all_stages() if stage.enabled(config)]
+    return [stage for stage in ordered_stages() if stage.enabled(config)]
 
 
 def sections_without_stage(config: PipelineConfig) -> list[str]:
     """Sections the file fills in that no stage of this version reads: they are validated,
     and the user is told that they do nothing yet."""
-    read = {section for stage in all_stages() for section in stage.sections}
+    read = {section for stage in ordered_stages() for section in stage.sections}
     return [name for name in config.present_sections() if name not in read]
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_dir: Path
-    ran: list[str]
-    skipped: list[str]
 
 
 def run_pipeline(
@@ -165,47 +83,161 @@ def run_pipeline(
     reporter: Reporter,
     from_stage: str | None = None,
     force: bool = False,
+    keep_going: bool = False,
+    adopt_run_dir: bool = False,
 ) -> RunSummary:
-    """Run every enabled stage in order, skipping those already complete."""
+    """Run every enabled stage in order, skipping those already complete and intact."""
     stages = enabled_stages(pipeline.config)
     names = [s.name for s in stages]
     if from_stage is not None and from_stage not in names:
-        known = ", ".join(s.name for s in all_stages())
+        known = ", ".join(s.name for s in ordered_stages())
         raise HydraoptError(
             f"--from {from_stage}: no such stage in this pipeline (its stages: {', '.join(names)};"
             f" all stages: {known})"
         )
     store = RunStore(pipeline.run_dir)
     store.create()
-    store.write_resolved_config(tomli_w.dumps(pipeline.resolved_dict()))
-    redo = set(names) if force else set(names[names.index(from_stage) :]) if from_stage else set()
-    store.journal("run_started", config_hash=pipeline.config_hash(), redo=sorted(redo))
-    ran, skipped = [], []
-    for stage in stages:
-        context = _prepare(stage, pipeline, registry, store, reporter)
-        if stage.name in redo:  # redo from scratch: no record, no partial work
-            store.forget_stage(stage.name)
-            store.clear_work(stage.name)
-        elif store.is_complete(stage.name, context.fingerprint):
+    with run_lock(store.run_dir):
+        check_owner(store.run_dir, pipeline.path, adopt_run_dir)
+        leftovers = store.remove_temporaries()
+        if leftovers:
+            reporter.say(f"  removed {len(leftovers)} temporary files of an interrupted run")
+        store.write_resolved_config(tomli_w.dumps(pipeline.resolved_dict()))
+        redo = (
+            set(names) if force else set(names[names.index(from_stage) :]) if from_stage else set()
+        )
+        store.journal("run_started", config_hash=pipeline.config_hash(), redo=sorted(redo))
+        summary = RunSummary(store.run_dir, pipeline.path, order=names)
+        try:
+            for stage in stages:
+                _run_stage(stage, pipeline, registry, store, reporter, redo, summary)
+                if summary.failed and not keep_going:
+                    summary.not_run += [n for n in names if n not in summary.accounted()]
+                    break
+        finally:
+            forget_built_plugins()
+            summary.artifacts = _artifacts(store, stages)
+            write_summary(summary)
+            store.journal(
+                "run_finished",
+                ran=summary.ran,
+                skipped=summary.skipped,
+                failed=sorted(summary.failed),
+                blocked=summary.blocked,
+            )
+    return summary
+
+
+def _run_stage(
+    stage: Stage,
+    pipeline: Pipeline,
+    registry: PluginRegistry,
+    store: RunStore,
+    reporter: Reporter,
+    redo: set[str],
+    summary: RunSummary,
+) -> None:
+    producers = {out: s.name for s in ordered_stages() for out in s.outputs}
+    missing = sorted(
+        {producers[i] for i in stage.inputs} & (set(summary.failed) | set(summary.blocked))
+    )
+    if missing:
+        reporter.say(f"[yellow]stage {stage.name}: not run (needs {', '.join(missing)})[/yellow]")
+        store.journal("stage_blocked", stage=stage.name, needs=missing)
+        summary.blocked.append(stage.name)
+        return
+    context = _prepare(stage, pipeline, registry, store, reporter)
+    if stage.name in redo:  # redo from scratch: no record, no partial work
+        store.forget_stage(stage.name)
+        store.clear_work(stage.name)
+    elif (store.stage_record(stage.name) or {}).get("fingerprint") == context.fingerprint:
+        damaged = store.damaged_outputs(stage.name)
+        if not damaged:
             reporter.stage_skipped(stage.name, "finished earlier with the same inputs")
             store.journal("stage_skipped", stage=stage.name, fingerprint=context.fingerprint)
-            skipped.append(stage.name)
-            continue
-        reporter.stage_started(stage.name, stage.description)
-        store.journal("stage_started", stage=stage.name, fingerprint=context.fingerprint)
-        start = time.perf_counter()
+            summary.skipped.append(stage.name)
+            return
+        reporter.say(f"[yellow]stage {stage.name}: redoing, {'; '.join(damaged)}[/yellow]")
+        store.journal("stage_damaged", stage=stage.name, problems=damaged)
+        store.forget_stage(stage.name)
+    reporter.stage_started(stage.name, stage.description)
+    store.journal("stage_started", stage=stage.name, fingerprint=context.fingerprint)
+    start = time.perf_counter()
+    try:
         stage.run(context)
-        missing = set(stage.outputs) - set(context.outputs)
-        if missing:
-            raise RuntimeError(f"stage {stage.name} did not write {sorted(missing)}")
-        elapsed = time.perf_counter() - start
-        store.record_stage(stage.name, context.fingerprint, context.outputs, elapsed)
-        store.clear_work(stage.name)
-        store.journal("stage_finished", stage=stage.name, seconds=round(elapsed, 3))
-        reporter.stage_finished(stage.name, elapsed)
-        ran.append(stage.name)
-    store.journal("run_finished", ran=ran, skipped=skipped)
-    return RunSummary(store.run_dir, ran, skipped)
+    except UnitsFailed as exc:
+        _failed(stage, store, reporter, summary, exc.failures)
+        return
+    except PluginFailure as exc:  # a plugin failed in the driver (its factory, say)
+        ledger = StageLedger(store.work_dir(stage.name), store.failures_root / stage.name)
+        failure = ledger.record_failure(
+            stage.name, "stage", exc.plugin_label, str(exc), _traceback(exc)
+        )
+        _failed(stage, store, reporter, summary, [failure])
+        return
+    missing_outputs = set(stage.outputs) - set(context.outputs)
+    if missing_outputs:
+        raise RuntimeError(f"stage {stage.name} did not write {sorted(missing_outputs)}")
+    elapsed = time.perf_counter() - start
+    store.record_stage(stage.name, context.fingerprint, context.outputs, elapsed)
+    context.finish_units()
+    store.clear_scratch(stage.name)
+    store.journal("stage_finished", stage=stage.name, seconds=round(elapsed, 3))
+    reporter.stage_finished(stage.name, elapsed)
+    summary.ran.append(stage.name)
+
+
+def _failed(
+    stage: Stage,
+    store: RunStore,
+    reporter: Reporter,
+    summary: RunSummary,
+    failures: list[UnitFailure],
+) -> None:
+    summary.failed[stage.name] = failures
+    store.journal(
+        "stage_failed",
+        stage=stage.name,
+        failures=[{"unit": f.key, "plugin": f.plugin, "reason": f.reason} for f in failures],
+    )
+    reporter.say(
+        f"[red]stage {stage.name}: {len(failures)} units failed; the others are kept[/red]"
+    )
+
+
+def _traceback(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def _artifacts(store: RunStore, stages: list[Stage]) -> dict[str, Path]:
+    found = {}
+    for stage in stages:
+        record = store.stage_record(stage.name) or {}
+        for name, output in record.get("outputs", {}).items():
+            found[name] = store.run_dir / output["path"]
+    return found
+
+
+def plugin_fingerprints(
+    stage: Stage, pipeline: Pipeline, registry: PluginRegistry
+) -> dict[PluginLoc, dict[str, str]]:
+    """Everything about each of the stage's plugins that can change its results."""
+    records = {}
+    for loc in stage.plugins(pipeline.config):
+        kind, name = pipeline.config.plugin_at(loc)
+        plugin = registry.get(kind, name)
+        factory_module = getattr(plugin.registration.factory, "__module__", None) or ""
+        records[loc] = {
+            "kind": plugin.kind,
+            "name": plugin.name,
+            "version": plugin.version,
+            "package": plugin.package,
+            "settings": stable_hash(pipeline.plugin_settings[loc].model_dump(mode="json")),
+            "code": plugin_code_digest(factory_module) if factory_module else "",
+        }
+    return records
 
 
 def _prepare(
@@ -217,22 +249,10 @@ def _prepare(
 ) -> StageContext:
     """Resolve the stage's inputs and plugins and compute its fingerprint."""
     inputs: dict[str, str] = dict(stage.extra_inputs(pipeline))
-    producers = {out: s.name for s in all_stages() for out in s.outputs}
+    producers = {out: s.name for s in ordered_stages() for out in s.outputs}
     for artifact in stage.inputs:
         inputs[artifact] = store.output_digests(producers[artifact])[artifact]
-    plugins_used = []
-    for loc in stage.plugins(pipeline.config):
-        table = _plugin_table(pipeline.config, loc)
-        plugin = registry.get(table["kind"], table["name"])
-        plugins_used.append(
-            {
-                "kind": plugin.kind,
-                "name": plugin.name,
-                "version": plugin.version,
-                "package": plugin.package,
-                "settings": stable_hash(pipeline.plugin_settings[loc].model_dump(mode="json")),
-            }
-        )
+    plugins = plugin_fingerprints(stage, pipeline, registry)
     fingerprint = stable_hash(
         {
             "stage": stage.name,
@@ -240,9 +260,7 @@ def _prepare(
             "config": stage.depends_on(pipeline.config),
             "seed": pipeline.config.study.seed,
             "inputs": inputs,
-            "plugins": plugins_used,
+            "plugins": list(plugins.values()),
         }
     )
-    return StageContext(
-        stage, pipeline, registry, store, reporter, fingerprint, inputs, plugins_used
-    )
+    return StageContext(stage, pipeline, registry, store, reporter, fingerprint, inputs, plugins)

@@ -8,7 +8,7 @@ plugin, with the validated settings, and is where heavy imports belong.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -16,7 +16,15 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hydraopt.domain import DesignBatch, DesignSpace, Outcomes, OutputSpec, Patient
+from hydraopt.domain import (
+    DesignBatch,
+    DesignSpace,
+    Outcomes,
+    OutputSpec,
+    Patient,
+    Predictions,
+    TrainingData,
+)
 from hydraopt.domain.mesh import PatientMesh
 
 PLUGIN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -102,6 +110,31 @@ class GeneratorPlugin(PluginRegistration):
     kind: ClassVar[str] = "generator"
 
 
+@dataclass(frozen=True)
+class RegisteredPlugin:
+    """A registration together with the distribution that provided it."""
+
+    registration: PluginRegistration
+    package: str
+    package_version: str
+
+    @property
+    def kind(self) -> str:
+        return self.registration.kind
+
+    @property
+    def name(self) -> str:
+        return self.registration.name
+
+    @property
+    def version(self) -> str:
+        return self.registration.version or self.package_version
+
+    @property
+    def description(self) -> str:
+        return self.registration.description
+
+
 # kind -> (hook name, registration type), in the order `hydraopt plugins` lists them.
 PLUGIN_KINDS: dict[str, tuple[str, type[PluginRegistration]]] = {
     "mesher": ("hydraopt_meshers", MesherPlugin),
@@ -158,25 +191,64 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class Surrogate(Protocol):
-    """Predicts declared ``outputs`` for designs on one patient, without simulation."""
+    """Predicts declared ``outputs`` for designs on one patient, without simulation, with the
+    uncertainty of each prediction. *Provisional*: it grows with Stage 1.
+
+    ``fit`` trains on simulated outcomes (validating on the held-out patients) and returns
+    validation metrics by name; ``save`` writes everything ``load`` needs into an empty
+    folder, and ``load`` restores a fitted surrogate from it into a new object built with the
+    same settings.
+    """
 
     outputs: tuple[OutputSpec, ...]
 
-    def predict(self, patient: Patient, designs: DesignBatch) -> Outcomes: ...
+    def fit(self, data: TrainingData, workdir: Path) -> Mapping[str, float]: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> None: ...
+
+    def predict(self, patient: Patient, designs: DesignBatch) -> Predictions: ...
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """Proposes ``n`` designs for a patient from what it has learned."""
+    """Proposes ``n`` designs of ``space`` for a patient from what it has learned.
+    *Provisional*: it grows with Stage 2."""
 
-    def propose(self, patient: Patient, n: int, rng: np.random.Generator) -> DesignBatch: ...
+    def propose(
+        self, patient: Patient, space: DesignSpace, n: int, rng: np.random.Generator
+    ) -> DesignBatch: ...
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """What a filter may use besides the candidates.
+
+    :param mesh: the patient's mesh (a filter that simulates needs it).
+    :param simulators: the pipeline's simulators, built, by name.
+    :param rng: a random stream of this filter and patient.
+    :param workdir: an empty folder for the filter's files.
+    """
+
+    mesh: PatientMesh
+    simulators: Mapping[str, Simulator]
+    rng: np.random.Generator
+    workdir: Path
 
 
 @runtime_checkable
 class Filter(Protocol):
-    """One link of the filter chain: the boolean mask of candidates to keep."""
+    """One link of the filter chain: the boolean mask of candidates to keep.
+    *Provisional*: it grows with Stage 3."""
 
-    def select(self, designs: DesignBatch, predictions: Outcomes) -> np.ndarray: ...
+    def select(
+        self,
+        patient: Patient,
+        designs: DesignBatch,
+        predictions: Predictions,
+        context: FilterContext,
+    ) -> np.ndarray: ...
 
 
 PLUGIN_INTERFACES: dict[str, type] = {

@@ -22,6 +22,11 @@ TRACKED_PACKAGES = (
     "peft",
     "pymoo",
     "meshio",
+    "gmsh",
+    "cardiac-geometries-core",
+    "numba",
+    "llvmlite",
+    "matplotlib",
 )
 
 

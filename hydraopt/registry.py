@@ -4,7 +4,8 @@ Built-in plugins and third-party ones are found the same way, through the entry-
 ``hydraopt``; the core keeps no list of built-ins. A third-party entry point that fails to
 import is recorded and skipped (reported by ``hydraopt plugins``), and becomes fatal only if a
 pipeline asks for a plugin that is then missing. Two distributions registering one name is an
-error naming both.
+error naming both, and so is a hook implementation whose name hydraopt does not define (a
+misspelled hook would otherwise leave its plugins silently missing).
 """
 
 from __future__ import annotations
@@ -22,41 +23,16 @@ import pluggy
 
 from hydraopt import hookspecs
 from hydraopt.errors import PluginError
+from hydraopt.plugin_calls import PluginHandle
 from hydraopt.plugin_types import (
-    PLUGIN_INTERFACES,
     PLUGIN_KINDS,
-    PluginRegistration,
     PluginSettings,
+    RegisteredPlugin,
 )
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 TRACE_VARIABLE = "HYDRAOPT_TRACE_PLUGINS"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RegisteredPlugin:
-    """A registration together with the distribution that provided it."""
-
-    registration: PluginRegistration
-    package: str
-    package_version: str
-
-    @property
-    def kind(self) -> str:
-        return self.registration.kind
-
-    @property
-    def name(self) -> str:
-        return self.registration.name
-
-    @property
-    def version(self) -> str:
-        return self.registration.version or self.package_version
-
-    @property
-    def description(self) -> str:
-        return self.registration.description
 
 
 @dataclass(frozen=True)
@@ -116,7 +92,7 @@ class PluginRegistry:
             )
         for label, plugin in (extra or {}).items():
             _register(manager, plugin, label, sources, _Source(label, "local"))
-        broken += _drop_unknown_hooks(manager, sources)
+        _refuse_unknown_hooks(manager, sources)
         registered, hook_errors = _collect(manager, sources)
         return cls(registered, [*broken, *hook_errors])
 
@@ -147,18 +123,14 @@ class PluginRegistry:
         """The plugin's settings model built from ``raw``; raises pydantic's ValidationError."""
         return self.get(kind, name).registration.settings.model_validate(dict(raw))
 
+    def handle(self, kind: str, name: str, settings: PluginSettings) -> PluginHandle:
+        """The plugin with its settings, ready to build in this process or a worker."""
+        return PluginHandle(self.get(kind, name), settings)
+
     def create(self, kind: str, name: str, settings: PluginSettings) -> Any:
-        """Construct the plugin object and check it implements its kind's interface."""
-        plugin = self.get(kind, name)
-        instance = plugin.registration.factory(settings)
-        interface = PLUGIN_INTERFACES[kind]
-        if not isinstance(instance, interface):
-            raise PluginError(
-                f"{kind} plugin {name!r} from {plugin.package} built an instance of "
-                f"{type(instance).__name__}, "
-                f"which does not implement hydraopt's {interface.__name__} interface"
-            )
-        return instance
+        """A new plugin object, checked to implement its kind's interface; a factory that
+        raises is a :class:`~hydraopt.plugin_calls.PluginFailure` naming the plugin."""
+        return self.handle(kind, name, settings).build_new()
 
 
 def _check_kind(kind: str) -> str:
@@ -180,22 +152,28 @@ def _register(
     sources[name] = source
 
 
-def _drop_unknown_hooks(
-    manager: pluggy.PluginManager, sources: Mapping[str, _Source]
-) -> list[BrokenPlugin]:
-    """Unregister plugins implementing a hook hydraopt does not define (a typo such as
-    ``hydraopt_simulator``): reported, never silently ignored, and never fatal to the rest."""
-    dropped = []
-    while True:
-        try:
-            manager.check_pending()
-            return dropped
-        except pluggy.PluginValidationError as exc:
-            name = manager.get_name(exc.plugin)
-            manager.unregister(exc.plugin)
-            error = f"implements a hook hydraopt does not define: {exc}"
-            log.warning("skipping plugin %s: %s", name, error)
-            dropped.append(BrokenPlugin(name, sources[name].package, error))
+def _refuse_unknown_hooks(manager: pluggy.PluginManager, sources: Mapping[str, _Source]) -> None:
+    """A hook implementation hydraopt does not define (a typo such as ``hydraopt_simulator``)
+    is an error naming the package and the closest real hook. A plugin that supports several
+    hydraopt versions marks hooks newer than this one ``@hookimpl(optionalhook=True)``."""
+    problems = []
+    known = [hook for hook, _ in PLUGIN_KINDS.values()]
+    for hook_name, caller in sorted(vars(manager.hook).items()):
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            close = difflib.get_close_matches(hook_name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            source = sources.get(impl.plugin_name)
+            problems.append(
+                f"package {source.package if source else impl.plugin_name} "
+                f"({impl.plugin_name}) implements {hook_name}, which is not a hydraopt "
+                f"hook{hint}"
+            )
+    if problems:
+        raise PluginError("; ".join(problems))
 
 
 def _collect(

@@ -12,8 +12,9 @@ import numpy as np
 from hydraopt.config import Pipeline, build_design_space
 from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Outcomes
 from hydraopt.errors import HydraoptError
+from hydraopt.inputs import load_cohort, load_library
+from hydraopt.plugin_calls import call_plugin, checked_mesh, checked_outcomes
 from hydraopt.registry import PluginRegistry
-from hydraopt.stages.cohort import load_cohort, load_library
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,19 @@ def simulate_one(
             f"--simulator {unknown[0]}: not configured in {pipeline.path} "
             f"(configured: {', '.join(config.simulators)})"
         )
-    mesher = registry.create("mesher", config.mesh.plugin, pipeline.plugin_settings[("mesh",)])
-    mesh = mesher.build(patient)
+    mesher = registry.handle("mesher", config.mesh.plugin, pipeline.plugin_settings[("mesh",)])
+    with tempfile.TemporaryDirectory() as scratch:
+        mesh = checked_mesh(mesher, call_plugin(mesher, "build", patient, Path(scratch)), patient)
     outcomes = {}
     for name in names:
-        simulator = registry.create(
+        simulator = registry.handle(
             "simulator", name, pipeline.plugin_settings[("simulators", name)]
         )
         with tempfile.TemporaryDirectory() as scratch:
             workdir = output_dir / name if output_dir else Path(scratch)
             workdir.mkdir(parents=True, exist_ok=True)
-            outcomes[name] = simulator.simulate(patient, mesh, designs, workdir)
+            result = call_plugin(simulator, "simulate", patient, mesh, designs, workdir)
+            outcomes[name] = checked_outcomes(
+                simulator, result, len(designs), simulator.build().outputs
+            )
     return SingleDesignResult(designs.describe(0), outcomes)

@@ -28,6 +28,23 @@ workers = 1
 """
 
 
+def run_quietly(path: Path, registry, **options):
+    """Run the pipeline file at ``path`` without output; return its RunSummary."""
+    from hydraopt.config import load_pipeline
+    from hydraopt.pipeline import run_pipeline
+    from hydraopt.progress import Reporter
+
+    return run_pipeline(load_pipeline(path, registry), registry, Reporter(quiet=True), **options)
+
+
+def designs_of(run_dir: Path) -> dict:
+    """Each patient's stored designs, by patient id."""
+    from hydraopt.store import RunStore
+
+    designs = RunStore(run_dir).tables("designs")
+    return {pid: designs.table(f"designs/{pid}") for pid in designs.meta["patients"]}
+
+
 @pytest.fixture
 def write_pipeline(tmp_path: Path):
     """Write a pipeline file into tmp_path and return its path."""

@@ -16,7 +16,7 @@ class KeepBest:
     def __init__(self, settings):
         self.settings = settings
 
-    def select(self, designs, predictions):
+    def select(self, patient, designs, predictions, context):
         values = predictions[self.settings.output]
         return values >= np.quantile(values, 1 - self.settings.fraction)
 
@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field
 
 from hydraopt import hookimpl
-from hydraopt.domain import Outcomes, OutputSpec
+from hydraopt.domain import Outcomes, OutputSpec, Predictions
 from hydraopt.plugin_types import (
     EncoderPlugin, MesherPlugin, NoSettings, PluginSettings, PolicyPlugin, SimulatorPlugin,
     SurrogatePlugin,
@@ -84,24 +84,55 @@ class AtomCountEncoder:
 
 
 class ThicknessSurrogate:
+    """Wall stress as a + b / (wall + patch thickness), fitted by least squares; the spread
+    of the training residuals is its uncertainty."""
+
     outputs = (OutputSpec("wall_stress_kpa", "kPa", "predicted wall stress"),)
 
     def __init__(self, settings):
         self.settings = settings
+        self.coefficients, self.residual_kpa = np.array([0.0, 300.0]), 0.0
+
+    def _features(self, patient, designs):
+        wall_mm = patient.wall_thickness_mm + designs.thickness_mm
+        return np.stack([np.ones(len(designs)), 1 / wall_mm], axis=1)
+
+    def fit(self, data, workdir):
+        ids = data.training_ids
+        x = np.concatenate([self._features(data.patients.get(p), data.designs[p]) for p in ids])
+        y = np.concatenate([data.outcomes[p]["wall_stress_kpa"] for p in ids])
+        self.coefficients = np.linalg.lstsq(x, y, rcond=None)[0]
+        self.residual_kpa = float(np.std(y - x @ self.coefficients))
+        held_out = [
+            np.abs(self.predict(data.patients.get(p), data.designs[p]).mean["wall_stress_kpa"]
+                   - data.outcomes[p]["wall_stress_kpa"]).mean()
+            for p in data.validation_ids
+        ]
+        return {"validation_mae_kpa": float(np.mean(held_out))}
+
+    def save(self, directory):
+        np.save(directory / "coefficients.npy", [*self.coefficients, self.residual_kpa])
+
+    def load(self, directory):
+        *coefficients, self.residual_kpa = np.load(directory / "coefficients.npy").tolist()
+        self.coefficients = np.array(coefficients)
 
     def predict(self, patient, designs):
-        return Outcomes(self.outputs, {"wall_stress_kpa": 30.0 / (1 + designs.thickness_mm)})
+        mean = self._features(patient, designs) @ self.coefficients
+        return Predictions(
+            Outcomes(self.outputs, {"wall_stress_kpa": mean}),
+            {"wall_stress_kpa": np.full(len(designs), self.residual_kpa)},
+        )
 
 
 class ThickestPolicy:
     def __init__(self, settings):
         self.settings = settings
-        self.space = None
 
-    def propose(self, patient, n, rng):
+    def propose(self, patient, space, n, rng):
         unit = rng.random((n, 4))
         unit[:, 3] = 1.0  # always the thickest patch
-        return self.space.designs_from_unit(np.zeros(n, int), np.zeros(n, int), unit)
+        return space.designs_from_unit(np.zeros(n, int), np.zeros(n, int), unit)
 
 
 @hookimpl
@@ -134,3 +165,79 @@ def hydraopt_policies():
     yield PolicyPlugin(name="thickest", factory=ThickestPolicy, settings=NoSettings,
                        description="always the thickest patch")
 '''
+
+# A simulator that misbehaves on purpose, one way per setting, for the core's guards. It logs
+# every factory call and every unit it runs (with its process id) to files under `log_dir`.
+MISBEHAVING = """
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from hydraopt import hookimpl
+from hydraopt.domain import Outcomes, OutputSpec
+from hydraopt.plugin_types import SimulatorPlugin, PluginSettings
+
+
+class Settings(PluginSettings):
+    behaviour: Literal[
+        "ok", "too-few-rows", "nan-unflagged", "dict", "raise", "hang", "die", "die-once",
+        "raise-in-factory",
+    ] = "ok"
+    only_patient: str = Field("", description="Misbehave for this patient only ('' for all).")
+    log_dir: str = ""
+    offset_kpa: float = 0.0
+    tags: list[str] = Field(default_factory=lambda: ["a list makes the settings unhashable"])
+
+
+class Misbehaving:
+    outputs = (OutputSpec("wall_stress_kpa", "kPa", "a number"),)
+
+    def __init__(self, settings):
+        if settings.behaviour == "raise-in-factory":
+            raise RuntimeError("no licence for this solver")
+        self.settings = settings
+        self._log("factory", "")
+
+    def _log(self, what, patient_id):
+        if self.settings.log_dir:
+            with open(Path(self.settings.log_dir) / what, "a") as handle:
+                handle.write(f"{os.getpid()} {patient_id}\\n")
+
+    def simulate(self, patient, mesh, designs, workdir):
+        self._log("units", patient.patient_id)
+        n = len(designs)
+        values = 30.0 / (1 + designs.thickness_mm) + self.settings.offset_kpa
+        behaviour = self.settings.behaviour
+        if self.settings.only_patient not in ("", patient.patient_id):
+            behaviour = "ok"
+        if behaviour == "too-few-rows":
+            return Outcomes(self.outputs, {"wall_stress_kpa": values[:-1]})
+        if behaviour == "nan-unflagged":
+            return Outcomes(self.outputs, {"wall_stress_kpa": np.full(n, np.nan)})
+        if behaviour == "dict":
+            return {"wall_stress_kpa": values}
+        if behaviour == "raise":
+            raise RuntimeError("the solver diverged")
+        if behaviour == "hang":
+            Path(self.settings.log_dir, f"pid-{os.getpid()}").write_text("")
+            time.sleep(600)
+        if behaviour == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if behaviour == "die-once":
+            marker = Path(self.settings.log_dir) / f"died-{patient.patient_id}"
+            if not marker.exists():
+                marker.write_text("")
+                os.kill(os.getpid(), signal.SIGKILL)
+        return Outcomes(self.outputs, {"wall_stress_kpa": values})
+
+
+@hookimpl
+def hydraopt_simulators():
+    yield SimulatorPlugin(name="misbehaving", factory=Misbehaving, settings=Settings,
+                          description="misbehaves on purpose", version="1.0")
+"""

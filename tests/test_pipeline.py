@@ -3,15 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from hydraopt.config import load_pipeline
 from hydraopt.errors import HydraoptError
-from hydraopt.pipeline import run_pipeline
-from hydraopt.progress import Reporter
 from hydraopt.registry import PluginRegistry
 from hydraopt.stages import designs as designs_stage
-from hydraopt.store import RunStore, read_h5_table
+from hydraopt.store import RunStore
 
-from conftest import QUICK_PIPELINE
+from conftest import QUICK_PIPELINE, designs_of, run_quietly
 
 
 @pytest.fixture(scope="module")
@@ -19,25 +16,15 @@ def registry():
     return PluginRegistry.discover()
 
 
-def run(path, registry, **options):
-    return run_pipeline(load_pipeline(path, registry), registry, Reporter(quiet=True), **options)
-
-
-def designs_of(run_dir):
-    path = run_dir / "artifacts" / "designs.h5"
-    patient_ids = RunStore(run_dir).read_meta("designs")["patients"]
-    return {pid: read_h5_table(path, f"designs/{pid}") for pid in patient_ids}
-
-
 def test_end_to_end_writes_the_run_directory(write_pipeline, registry):
-    summary = run(write_pipeline(), registry)
+    summary = run_quietly(write_pipeline(), registry)
     assert summary.ran == ["cohort", "designs"]
     run_dir = summary.run_dir
     assert (run_dir / "pipeline.resolved.toml").is_file()
     designs = designs_of(run_dir)
     assert len(designs) == 3
     assert all(len(table["stiffness_kpa"]) == 16 for table in designs.values())
-    provenance = RunStore(run_dir).read_provenance("designs")
+    provenance = RunStore(run_dir).tables("designs").provenance
     assert provenance["stage"] == "designs"
     assert provenance["seed"] == 7
     assert provenance["plugins"][0]["name"] == "sobol"
@@ -50,17 +37,17 @@ def test_end_to_end_writes_the_run_directory(write_pipeline, registry):
 
 def test_rerun_skips_finished_stages(write_pipeline, registry):
     path = write_pipeline()
-    run(path, registry)
-    summary = run(path, registry)
+    run_quietly(path, registry)
+    summary = run_quietly(path, registry)
     assert summary.ran == [] and summary.skipped == ["cohort", "designs"]
 
 
 def test_from_and_force_redo_on_purpose(write_pipeline, registry):
     path = write_pipeline()
-    first = run(path, registry)
+    first = run_quietly(path, registry)
     before = designs_of(first.run_dir)
-    assert run(path, registry, from_stage="designs").ran == ["designs"]
-    assert run(path, registry, force=True).ran == ["cohort", "designs"]
+    assert run_quietly(path, registry, from_stage="designs").ran == ["designs"]
+    assert run_quietly(path, registry, force=True).ran == ["cohort", "designs"]
     after = designs_of(first.run_dir)
     for pid in before:  # redone work is reproduced exactly
         np.testing.assert_array_equal(before[pid]["t50_days"], after[pid]["t50_days"])
@@ -68,16 +55,16 @@ def test_from_and_force_redo_on_purpose(write_pipeline, registry):
 
 def test_unknown_from_stage_is_a_user_error(write_pipeline, registry):
     with pytest.raises(HydraoptError, match="--from surrogate: no such stage in this pipeline"):
-        run(write_pipeline(), registry, from_stage="surrogate")
+        run_quietly(write_pipeline(), registry, from_stage="surrogate")
 
 
 def test_changed_config_reruns_only_what_depends_on_it(write_pipeline, registry):
-    run(write_pipeline(), registry)
+    run_quietly(write_pipeline(), registry)
     changed = QUICK_PIPELINE.replace("designs_per_patient = 16", "designs_per_patient = 8")
-    summary = run(write_pipeline(changed), registry)
+    summary = run_quietly(write_pipeline(changed), registry)
     assert summary.ran == ["designs"] and summary.skipped == ["cohort"]
     reseeded = changed.replace("seed = 7", "seed = 8")
-    assert run(write_pipeline(reseeded), registry).ran == ["cohort", "designs"]
+    assert run_quietly(write_pipeline(reseeded), registry).ran == ["cohort", "designs"]
 
 
 def test_edited_cohort_file_reruns_the_cohort(write_pipeline, registry, tmp_path):
@@ -89,37 +76,39 @@ def test_edited_cohort_file_reruns_the_cohort(write_pipeline, registry, tmp_path
         'source = "synthetic"\nn_patients = 3', 'source = "csv"\npath = "c.csv"'
     )
     path = write_pipeline(text)
-    run(path, registry)
-    assert run(path, registry).ran == []
+    run_quietly(path, registry)
+    assert run_quietly(path, registry).ran == []
     write_cohort_csv(synthetic_cohort(3, seed=2), tmp_path / "c.csv")
-    assert run(path, registry).ran == ["cohort", "designs"]
+    assert run_quietly(path, registry).ran == ["cohort", "designs"]
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(
     write_pipeline, registry, monkeypatch, tmp_path
 ):
-    reference = run(write_pipeline(QUICK_PIPELINE.replace('"runs"', '"reference"')), registry)
+    reference = run_quietly(
+        write_pipeline(QUICK_PIPELINE.replace('"runs"', '"reference"')), registry
+    )
     path = write_pipeline()
     real = designs_stage.generate_patient_designs
     done = []
 
-    def dies_on_the_third(job):
+    def dies_on_the_third(job, output):
         if len(done) == 2:
             raise KeyboardInterrupt("killed")
         done.append(job.patient_id)
-        return real(job)
+        return real(job, output)
 
     monkeypatch.setattr(designs_stage, "generate_patient_designs", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        run(path, registry)
+        run_quietly(path, registry)
     resumed_jobs = []
 
-    def counting(job):
+    def counting(job, output):
         resumed_jobs.append(job.patient_id)
-        return real(job)
+        return real(job, output)
 
     monkeypatch.setattr(designs_stage, "generate_patient_designs", counting)
-    summary = run(path, registry)
+    summary = run_quietly(path, registry)
     assert summary.skipped == ["cohort"] and summary.ran == ["designs"]
     assert len(resumed_jobs) == 1  # only the patient that was not finished
     expected, got = designs_of(reference.run_dir), designs_of(summary.run_dir)
@@ -127,13 +116,14 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(
     for pid in expected:
         for column in expected[pid]:
             np.testing.assert_array_equal(expected[pid][column], got[pid][column])
-    assert not any((summary.run_dir / "work" / "designs").glob("*/*.h5"))
+    # One generation of units is kept (for a later change to reuse), no more.
+    assert len(list((summary.run_dir / "work" / "designs" / "units").glob("*.h5"))) == 3
 
 
 def test_process_pool_gives_the_same_designs(write_pipeline, registry):
-    inline = run(write_pipeline(QUICK_PIPELINE.replace('"runs"', '"inline"')), registry)
+    inline = run_quietly(write_pipeline(QUICK_PIPELINE.replace('"runs"', '"inline"')), registry)
     pooled_text = QUICK_PIPELINE.replace("workers = 1", "workers = 2").replace('"runs"', '"pool"')
-    pooled = run(write_pipeline(pooled_text), registry)
+    pooled = run_quietly(write_pipeline(pooled_text), registry)
     a, b = designs_of(inline.run_dir), designs_of(pooled.run_dir)
     for pid in a:
         np.testing.assert_array_equal(a[pid]["stiffness_kpa"], b[pid]["stiffness_kpa"])
@@ -144,38 +134,44 @@ def test_force_discards_partial_work(write_pipeline, registry, monkeypatch):
     real = designs_stage.generate_patient_designs
     calls = []
 
-    def dies_on_the_second(job):
+    def dies_on_the_second(job, output):
         if calls:
             raise KeyboardInterrupt("killed")
         calls.append(job.patient_id)
-        return real(job)
+        return real(job, output)
 
     monkeypatch.setattr(designs_stage, "generate_patient_designs", dies_on_the_second)
     with pytest.raises(KeyboardInterrupt):
-        run(path, registry)
+        run_quietly(path, registry)
     redone = []
     monkeypatch.setattr(
-        designs_stage, "generate_patient_designs", lambda job: redone.append(job) or real(job)
+        designs_stage,
+        "generate_patient_designs",
+        lambda job, output: redone.append(job) or real(job, output),
     )
-    run(path, registry, force=True)
+    run_quietly(path, registry, force=True)
     assert len(redone) == 3
 
 
-def test_generator_that_cannot_deliver_is_a_user_error(write_pipeline, registry):
+def test_generator_that_cannot_deliver_fails_its_units_naming_it(write_pipeline, registry):
     text = QUICK_PIPELINE.replace(
         'generator = { plugin = "sobol" }',
         'generator = { plugin = "grid", stiffness_kpa = 1, t50_days = 1, '
         "conductivity_s_per_m = 1, thickness_mm = 1 }",
     ).replace("designs_per_patient = 16", "designs_per_patient = 1000")
-    with pytest.raises(HydraoptError, match=r"dataset.generator \(grid\): the grid holds 96"):
-        run(write_pipeline(text), registry)
+    summary = run_quietly(write_pipeline(text), registry)
+    assert not summary.ok and summary.ran == ["cohort"]
+    [failures] = summary.failed.values()
+    assert len(failures) == 3
+    assert "generator plugin 'grid' (hydraopt" in failures[0].plugin
+    assert "the grid holds 96" in failures[0].reason
 
 
 def test_unwritable_output_dir_is_a_user_error(write_pipeline, registry, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     text = QUICK_PIPELINE.replace('output_dir = "runs"', 'output_dir = "taken"')
     with pytest.raises(HydraoptError, match="cannot create the run directory"):
-        run(write_pipeline(text), registry)
+        run_quietly(write_pipeline(text), registry)
 
 
 def test_artifacts_are_readable_by_others(write_pipeline, registry):
@@ -184,7 +180,7 @@ def test_artifacts_are_readable_by_others(write_pipeline, registry):
 
     previous = os.umask(0o022)
     try:
-        summary = run(write_pipeline(), registry)
+        summary = run_quietly(write_pipeline(), registry)
     finally:
         os.umask(previous)
     mode = (summary.run_dir / "artifacts" / "designs.h5").stat().st_mode

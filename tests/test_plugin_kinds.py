@@ -50,12 +50,44 @@ def test_encoder_surrogate_and_policy(registry):
     assert embedding[0].tolist() == [2, 0, 1, 0]
     space = example_space()
     policy = build(registry, "policy", "thickest")
-    policy.space = space
-    proposals = policy.propose(example_patient(), 5, np.random.default_rng(0))
+    proposals = policy.propose(example_patient(), space, 5, np.random.default_rng(0))
     assert np.allclose(proposals.thickness_mm, space.parameter("thickness_mm").high)
+
+
+def test_a_surrogate_is_fitted_on_held_out_patients_saved_and_loaded(registry, tmp_path):
+    from dataclasses import replace
+
+    from hydraopt.domain import Cohort, TrainingData
+
+    space = example_space()
+    patients = Cohort(tuple(replace(example_patient(), patient_id=f"P{i}") for i in range(4)))
+    simulator = build(registry, "simulator", "laplace-wall-stress")
+    generator = build(registry, "generator", "random")
+    designs = {
+        p.patient_id: generator.generate(space, 32, np.random.default_rng(i))
+        for i, p in enumerate(patients)
+    }
+    outcomes = {
+        p.patient_id: simulator.simulate(p, example_mesh(p), designs[p.patient_id], tmp_path)
+        for p in patients
+    }
+    data = TrainingData(space, patients, designs, outcomes, validation_ids=("P3",))
+    assert data.training_ids == ("P0", "P1", "P2")
     surrogate = build(registry, "surrogate", "thickness-surrogate")
-    predicted = surrogate.predict(example_patient(), proposals)
-    assert predicted.units() == {"wall_stress_kpa": "kPa"}
+    metrics = surrogate.fit(data, tmp_path)
+    held_out = outcomes["P3"]["wall_stress_kpa"]
+    baseline = np.abs(held_out - held_out.mean()).mean()  # predicting the mean
+    assert set(metrics) == {"validation_mae_kpa"} and metrics["validation_mae_kpa"] < baseline
+    surrogate.save(tmp_path)
+    restored = build(registry, "surrogate", "thickness-surrogate")
+    restored.load(tmp_path)
+    predicted = restored.predict(patients.get("P3"), designs["P3"])
+    np.testing.assert_array_equal(
+        predicted["wall_stress_kpa"],
+        surrogate.predict(patients.get("P3"), designs["P3"]).mean["wall_stress_kpa"],
+    )
+    assert predicted.mean.units() == {"wall_stress_kpa": "kPa"}
+    assert predicted.std["wall_stress_kpa"].shape == (32,)
 
 
 def test_check_simulator_catches_a_broken_simulator(registry):

@@ -17,8 +17,10 @@ from hydraopt_simulators.ep.solver import node_mask_of_elements
 from hydraopt_simulators.ep.tissue import (
     PHYSICAL_CONDUCTIVITY_S_PER_M,
     bar_velocity_m_per_s,
+    interpolated,
     tune,
     tune_conductivity,
+    tuning_nodes,
 )
 from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
 
@@ -40,6 +42,18 @@ def test_healthy_conduction_velocity_is_in_the_published_range(edge_mm):
     Rudy, Physiol Rev 2004;84:431-488)."""
     sigma = tune_conductivity(0.6, edge_mm * 1e-3)
     assert 0.5 <= bar_velocity_m_per_s(sigma, edge_mm * 1e-3) <= 0.7
+
+
+@pytest.mark.parametrize("target", [0.6, 0.1])
+def test_conductivity_between_tuned_nodes_is_as_close_as_tuning_it(target):
+    """Interpolated (log sigma, linear in edge length) between the 0.1 mm nodes around it, the
+    conductivity at 3.75 mm meets its target within the tuner's own tolerance (1%)."""
+    edge = 3.75e-3
+    low, high = tuning_nodes(edge)
+    assert (low, high) == (3.7e-3, 3.8e-3) and tuning_nodes(3.8e-3) == (3.8e-3, 3.8e-3)
+    nodes = [tune(node, {"x": target}) for node in (low, high)]
+    sigma = interpolated(edge, *nodes)["x"]
+    assert bar_velocity_m_per_s(sigma, edge) == pytest.approx(target, rel=0.01)
 
 
 def test_untuned_coarse_mesh_would_conduct_too_slowly():
@@ -224,3 +238,26 @@ def test_activation_converges_with_the_mesh(patient, make_designs):
     assert coarse[0] == pytest.approx(fine[0], rel=0.05)
     effect = [100 * (1 - r[1] / r[0]) for r in results]
     assert effect[0] == pytest.approx(effect[1], abs=3.0)
+
+
+def test_one_simulator_tunes_each_resolution_once_for_a_whole_cohort(lv_mesh, monkeypatch):
+    """Patients meshed at one resolution differ in mean edge length by hundredths of a
+    millimetre; they share the tuned nodes around it instead of being tuned one by one."""
+    from hydraopt_simulators.ep import tissue
+
+    tuned_at = []
+
+    def counting(edge, targets):
+        tuned_at.append(edge)
+        return tissue.TunedConductivity(edge, {name: 0.1 for name in targets})
+
+    monkeypatch.setattr(tissue, "tune", counting)
+    from hydraopt.domain.mesh import mean_edge_length_m
+
+    simulator = ReferenceEP(ReferenceEPSettings())
+    edge = mean_edge_length_m(lv_mesh.points_m, lv_mesh.tetrahedra)
+    scales = [s for s in (1.0, 1.004, 0.996) if tuning_nodes(edge * s) == tuning_nodes(edge)]
+    assert len(scales) >= 2  # patients whose edge lengths share one grid interval
+    for scale in scales:
+        simulator.tuned(replace(lv_mesh, points_m=lv_mesh.points_m * scale))
+    assert sorted(tuned_at) == sorted(set(tuning_nodes(edge)))  # two nodes, whatever the count

@@ -77,20 +77,25 @@ def test_broken_entry_point_is_skipped_and_reported(install_distribution):
         registry.get("simulator", "fancy-fem")
 
 
-def test_misspelled_hook_is_reported_and_skipped(install_distribution):
+def test_misspelled_hook_is_an_error_naming_package_and_hook(install_distribution):
     source = """
 from hydraopt import hookimpl
 
 @hookimpl
 def hydraopt_simulator():
     return []
+
+@hookimpl(optionalhook=True)
+def hydraopt_reports():  # a hook of a later hydraopt, declared optional: allowed
+    return []
 """
     install_distribution("typo-pkg", "1.0", "typo_mod", source)
-    registry = PluginRegistry.discover()
-    assert registry.get("generator", "sobol")
-    [broken] = registry.broken
-    assert broken.package == "typo-pkg"
-    assert "hydraopt_simulator" in broken.error and "does not define" in broken.error
+    with pytest.raises(PluginError) as raised:
+        PluginRegistry.discover()
+    message = str(raised.value)
+    assert "package typo-pkg" in message and "implements hydraopt_simulator" in message
+    assert "did you mean hydraopt_simulators?" in message
+    assert "hydraopt_reports" not in message
 
 
 def test_plugin_objects_can_be_registered_from_a_script():
@@ -142,6 +147,6 @@ def test_trace_switch_prints_registrations(monkeypatch, capsys):
 
 
 def _registered(registration):
-    from hydraopt.registry import RegisteredPlugin
+    from hydraopt.plugin_types import RegisteredPlugin
 
     return RegisteredPlugin(registration, "test", "0")

@@ -7,12 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from hydraopt.cli import main
-from hydraopt.config import load_pipeline
-from hydraopt.pipeline import run_pipeline
-from hydraopt.progress import Reporter
 from hydraopt.registry import PluginRegistry
 from hydraopt.stages import simulate as simulate_stage
-from hydraopt.store import RunStore, read_h5_table
+from hydraopt.store import RunStore
+
+from conftest import run_quietly
 
 PIPELINE = """\
 [study]
@@ -44,31 +43,27 @@ def registry():
     return PluginRegistry.discover()
 
 
-def run(path, registry, **options):
-    return run_pipeline(load_pipeline(path, registry), registry, Reporter(quiet=True), **options)
-
-
 def test_meshes_and_outcomes_with_units(write_pipeline, registry, monkeypatch):
     path = write_pipeline(PIPELINE)
     real = simulate_stage.run_simulation
     calls = []
 
-    def killed_after_three(job):
+    def killed_after_three(job, output):
         if len(calls) == 3:
             raise KeyboardInterrupt("killed")
-        calls.append((job.patient.patient_id, job.simulator_name))
-        return real(job)
+        calls.append((job.patient.patient_id, job.simulator.name))
+        return real(job, output)
 
     monkeypatch.setattr(simulate_stage, "run_simulation", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
-        run(path, registry)
+        run_quietly(path, registry)
     resumed = []
     monkeypatch.setattr(
         simulate_stage,
         "run_simulation",
-        lambda job: resumed.append(job.simulator_name) or real(job),
+        lambda job, output: resumed.append(job.simulator.name) or real(job, output),
     )
-    summary = run(path, registry)
+    summary = run_quietly(path, registry)
     assert summary.ran == ["simulate"] and len(resumed) == 1
 
     run_dir = summary.run_dir
@@ -76,22 +71,20 @@ def test_meshes_and_outcomes_with_units(write_pipeline, registry, monkeypatch):
         assert (run_dir / "meshes" / f"{pid}.xdmf").is_file()
         assert (run_dir / "meshes" / f"{pid}.png").is_file()
         assert (run_dir / "simulations" / pid / "reference-ep" / "activation.xdmf").is_file()
-    store = RunStore(run_dir)
-    meta = store.read_meta("outcomes")
+    outcomes = RunStore(run_dir).shards("outcomes")
+    meta = outcomes.meta
     units = meta["simulators"]["reference-mechanics"]["outputs"]
     assert units["delta_ef_pct"]["unit"] == "%-points"
     assert units["delta_ef_trajectory_pct"]["shape"] == [4]
     ep_units = meta["simulators"]["reference-ep"]["outputs"]
     assert ep_units["total_activation_time_ms"]["unit"] == "ms"
-    table = read_h5_table(
-        run_dir / "artifacts" / "outcomes.h5", "outcomes/SYN001/reference-mechanics"
-    )
+    table = outcomes.table("SYN001__reference-mechanics", "outcomes")
     assert table["delta_ef_trajectory_pct"].shape == (3, 4)
     assert not table["failed"].any()
-    assert run(path, registry).ran == []
+    assert run_quietly(path, registry).ran == []
 
 
-def test_a_failing_patient_is_recorded_not_fatal(write_pipeline, registry, monkeypatch):
+def test_a_patient_the_model_cannot_represent_is_a_result(write_pipeline, registry, monkeypatch):
     from hydraopt_simulators.mechanics import reference
 
     def cannot_calibrate(self, patient, mesh):
@@ -101,14 +94,13 @@ def test_a_failing_patient_is_recorded_not_fatal(write_pipeline, registry, monke
 
     monkeypatch.setattr(reference.ReferenceMechanics, "heart", cannot_calibrate)
     text = PIPELINE.replace("[simulators.reference-ep]\nmax_time_ms = 400.0\n", "")
-    summary = run(write_pipeline(text), registry)
-    meta = RunStore(summary.run_dir).read_meta("outcomes")
-    assert len(meta["failed_units"]) == 2
-    assert "cannot reach the volumes" in meta["failed_units"][0]
-    table = read_h5_table(
-        summary.run_dir / "artifacts" / "outcomes.h5", "outcomes/SYN002/reference-mechanics"
-    )
+    summary = run_quietly(write_pipeline(text), registry)
+    assert summary.ok
+    outcomes = RunStore(summary.run_dir).shards("outcomes")
+    assert outcomes.meta["failed_designs"] == {"reference-mechanics": 6}
+    table = outcomes.table("SYN002__reference-mechanics", "outcomes")
     assert table["failed"].all() and np.isnan(table["delta_ef_pct"]).all()
+    assert "cannot reach the volumes" in table["failure_reason"][0]
 
 
 def simulate_command(path, polymer, *extra):
@@ -140,7 +132,7 @@ def test_simulate_command_prints_outcomes_with_units(write_pipeline):
 
 
 def test_journal_records_the_stages(write_pipeline, registry):
-    summary = run(
+    summary = run_quietly(
         write_pipeline(PIPELINE.replace("designs_per_patient = 3", "designs_per_patient = 2")),
         registry,
     )

@@ -8,7 +8,7 @@ from hydraopt.domain.design import (
     DesignBatch,
     DesignSpace,
 )
-from hydraopt.domain.outcomes import Outcomes, OutputSpec
+from hydraopt.domain.outcomes import Outcomes, OutputSpec, Predictions
 from hydraopt.domain.patient import (
     DEFAULT_INFARCT_AGE_DAYS,
     FEATURE_NAMES,
@@ -24,6 +24,7 @@ from hydraopt.domain.polymer import (
     PolymerLibrary,
     PropertyRange,
 )
+from hydraopt.domain.training import TrainingData
 
 __all__ = [
     "CONTINUOUS_FIELDS",
@@ -44,5 +45,7 @@ __all__ = [
     "PatientFeature",
     "Polymer",
     "PolymerLibrary",
+    "Predictions",
     "PropertyRange",
+    "TrainingData",
 ]

@@ -229,4 +229,8 @@ _RELATIVE_TOLERANCE = 1e-9
 
 
 def _outside(values: np.ndarray, low: np.ndarray | float, high: np.ndarray | float) -> np.ndarray:
-    return (values < low * (1 - _RELATIVE_TOLERANCE)) | (values > high * (1 + _RELATIVE_TOLERANCE))
+    """Outside ``[low, high]``; NaN is outside every range."""
+    inside = (values >= low * (1 - _RELATIVE_TOLERANCE)) & (
+        values <= high * (1 + _RELATIVE_TOLERANCE)
+    )
+    return ~inside

@@ -89,3 +89,31 @@ class Outcomes:
         )
         values = {k: v for part in parts for k, v in part.values.items()}
         return Outcomes(specs, values, failed, reason)
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """A surrogate's answer for ``n`` designs: the predicted outcomes (``mean``) and, per
+    output, the standard deviation of the prediction, the same shape as the output (NaN where
+    the design is marked failed)."""
+
+    mean: Outcomes
+    std: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        if sorted(self.std) != sorted(self.mean.names):
+            raise ValueError(
+                f"std is given for {sorted(self.std)}, the predictions are {list(self.mean.names)}"
+            )
+        for name in self.mean.names:
+            if np.shape(self.std[name]) != np.shape(self.mean[name]):
+                raise ValueError(
+                    f"std of {name} has shape {np.shape(self.std[name])}, "
+                    f"the prediction {np.shape(self.mean[name])}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.mean[name]

@@ -11,6 +11,7 @@ only through the tissue properties the simulators derive from it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -97,6 +98,8 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in PATIENT_FEATURES)
 # Days since the infarct when the cohort does not say: a healed infarct (beyond the fibrotic
 # phase of healing, weeks 2-6; Holmes et al., Annu Rev Biomed Eng 2005;7:223-253), the state of
 # the chronic heart-failure patients that most hydrogel studies enrol (docs/cohorts.md).
+# Patient ids name files (meshes, simulations, work units), so they are file-name safe.
+PATIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_INFARCT_AGE_DAYS = 90.0
 INFARCT_AGE_RANGE_DAYS = (0.0, 36500.0)
 
@@ -131,8 +134,11 @@ class Patient:
     def problems(self) -> list[str]:
         """Every way this patient is implausible, each naming the field; empty when valid."""
         found = []
-        if not self.patient_id.strip():
-            found.append("patient_id: expected a non-empty identifier")
+        if not PATIENT_ID_PATTERN.match(self.patient_id):
+            found.append(
+                f"patient_id: {self.patient_id!r} must be letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit (it names the patient's files)"
+            )
         for feature in PATIENT_FEATURES:
             value = getattr(self, feature.name)
             if not np.isfinite(value):

@@ -1,9 +1,9 @@
 """Stage ``designs``: the dataset's design plan, ``designs_per_patient`` designs per patient.
 
-Each patient's designs come from the configured generator with a random stream of its own,
-are written to the stage's work folder as soon as they exist, and are gathered into the
-``designs`` artifact at the end: a killed run resumes with the patients it had not done, and
-its result equals an uninterrupted run's.
+Each patient's designs come from the configured generator with a random stream of its own and
+are one unit of work: a killed run resumes with the patients it had not done, and its result
+equals an uninterrupted run's. The units are gathered into the ``designs`` table artifact, one
+group per patient.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 
 from hydraopt.config import PipelineConfig, build_design_space
-from hydraopt.domain import COVERAGE_PATTERNS, Cohort, DesignBatch, DesignSpace
-from hydraopt.errors import HydraoptError
-from hydraopt.pipeline import Stage, StageContext
-from hydraopt.plugin_types import Generator
+from hydraopt.domain import COVERAGE_PATTERNS, Cohort, DesignSpace
+from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_designs
 from hydraopt.polymer_library import library_from_columns
 from hydraopt.seeding import derive_seed
+from hydraopt.stages.base import Stage, StageContext, Unit
 from hydraopt.store import read_h5_table, write_h5
 
 GENERATOR_LOC = ("dataset", "generator")
@@ -33,23 +32,15 @@ class PatientDesignsJob:
     patient_id: str
     seed: int
     n_designs: int
-    generator: Generator
+    generator: PluginHandle
     space: DesignSpace
-    output: Path
 
 
-def generate_patient_designs(job: PatientDesignsJob) -> Path:
-    batch = job.generator.generate(job.space, job.n_designs, np.random.default_rng(job.seed))
-    if len(batch) != job.n_designs:
-        raise RuntimeError(
-            f"generator returned {len(batch)} designs for patient {job.patient_id}, "
-            f"not {job.n_designs}"
-        )
-    outside = [name for name, mask in batch.out_of_bounds().items() if mask.any()]
-    if outside:
-        raise RuntimeError(f"generator produced designs outside the design space in {outside}")
-    write_h5(job.output, {"designs": batch.columns()}, provenance={}, meta={})
-    return job.output
+def generate_patient_designs(job: PatientDesignsJob, output: Path) -> None:
+    rng = np.random.default_rng(job.seed)
+    batch = call_plugin(job.generator, "generate", job.space, job.n_designs, rng)
+    batch = checked_designs(job.generator, batch, job.space, job.n_designs)
+    write_h5(output, {"designs": batch.columns()}, provenance={}, meta={})
 
 
 def space_meta(space: DesignSpace) -> dict[str, Any]:
@@ -65,39 +56,34 @@ def space_meta(space: DesignSpace) -> dict[str, Any]:
     }
 
 
+def load_space(context: StageContext) -> DesignSpace:
+    """The design space over the stored polymer library."""
+    polymers = context.store.tables("polymers")
+    library = library_from_columns(polymers.table("polymers"), source=polymers.meta["source"])
+    return build_design_space(context.config.design_space, library)
+
+
 def _run(context: StageContext) -> None:
     config = context.config
-    cohort = Cohort.from_columns(context.store.read_table("cohort", "patients"))
-    library = library_from_columns(
-        context.store.read_table("polymers", "polymers"),
-        source=context.store.read_meta("polymers")["source"],
-    )
-    space = build_design_space(config.design_space, library)
+    cohort = Cohort.from_columns(context.store.tables("cohort").table("patients"))
+    space = load_space(context)
     generator = context.plugin(GENERATOR_LOC)
-    work = context.work_dir()
     n_designs = config.dataset.designs_per_patient
-    jobs = [
-        PatientDesignsJob(
-            patient_id=pid,
-            seed=derive_seed(config.study.seed, "designs", pid),
-            n_designs=n_designs,
-            generator=generator,
-            space=space,
-            output=work / f"{pid}.h5",
+    units = []
+    for pid in cohort.ids:
+        seed = derive_seed(config.study.seed, "designs", pid)
+        units.append(
+            Unit(
+                key=pid,
+                function=generate_patient_designs,
+                job=PatientDesignsJob(pid, seed, n_designs, generator, space),
+                plugin=generator,
+                depends_on={"seed": seed, "n": n_designs, "space": space_meta(space)},
+            )
         )
-        for pid in cohort.ids
-    ]
-    try:
-        context.run_units(generate_patient_designs, jobs, "patients")
-    except ValueError as exc:  # the generator cannot make what the settings ask for
-        raise HydraoptError(
-            f"{context.pipeline.path}: dataset.generator ({config.dataset.generator.plugin}): {exc}"
-        ) from None
-    tables = {f"designs/{job.patient_id}": read_h5_table(job.output, "designs") for job in jobs}
-    # Checks the gathered columns against the space before they become the artifact.
-    for table in tables.values():
-        DesignBatch.from_columns(space, table)
-    context.write_artifact(
+    done = context.run_units(units, "patients")
+    tables = {f"designs/{pid}": read_h5_table(unit.file, "designs") for pid, unit in done.items()}
+    context.write_tables(
         "designs",
         tables,
         meta={
@@ -116,13 +102,13 @@ def _depends_on(config: PipelineConfig) -> Any:
     }
 
 
-DESIGNS_STAGE = Stage(
+STAGE = Stage(
     name="designs",
     version="1",
     sections=("dataset",),
     description="sample the dataset's designs for every patient",
     inputs=("cohort", "polymers"),
-    outputs=("designs",),
+    outputs={"designs": "tables"},
     enabled=lambda config: config.dataset is not None,
     depends_on=_depends_on,
     plugins=lambda config: [GENERATOR_LOC],

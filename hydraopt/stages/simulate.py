@@ -1,73 +1,74 @@
 """Stage ``simulate``: every configured simulator on every patient's designs.
 
-One work unit is a (patient, simulator) pair: the simulator evaluates all of the patient's
-designs on the patient's mesh. A unit's outcomes are written to the work folder as soon as
-they exist, so a killed run resumes with the units it had not finished. A unit that fails
-(a simulator error, a patient the model cannot represent) is recorded as failed for all its
-designs, with the reason; it never stops the study, and the stage reports it. Files a
-simulator leaves in its work directory are kept under ``simulations/PATIENT/SIMULATOR``.
+One unit of work is a (patient, simulator) pair: the simulator evaluates all of the patient's
+designs on the patient's mesh, and its answer is checked by the core (one row per design, the
+declared outputs, NaN only where a design is marked failed). Units become the shards of the
+``outcomes`` artifact. A unit is keyed by its own simulator's fingerprint, so changing one
+simulator's settings redoes that simulator's units only.
+
+Designs a simulator cannot evaluate (an infeasible gel, a patient its model cannot represent)
+are marked failed, with the reason, in the outcomes: that is a result. A simulator that raises,
+hangs past its ``timeout_s`` or returns a malformed answer fails its unit: nothing is stored for
+it, the run reports it, and the next run retries it. Files a simulator leaves in its work
+directory are kept under ``simulations/PATIENT/SIMULATOR``.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hydraopt.config import PipelineConfig, build_design_space
-from hydraopt.domain import Cohort, DesignBatch, Outcomes, Patient
-from hydraopt.domain.mesh import PatientMesh
-from hydraopt.pipeline import Stage, StageContext
-from hydraopt.plugin_types import Simulator
-from hydraopt.polymer_library import library_from_columns
-from hydraopt.stages.meshes import load_meshes
-from hydraopt.store import read_h5_attrs, read_h5_table, write_h5
+from hydraopt.config import PipelineConfig
+from hydraopt.domain import Cohort, DesignBatch, Patient
+from hydraopt.mesh_io import read_mesh_h5
+from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_outcomes
+from hydraopt.stages.base import Stage, StageContext, Unit
+from hydraopt.stages.designs import load_space
+from hydraopt.store import content_digest, read_h5_attrs, read_h5_table, write_h5
 
 
 @dataclass(frozen=True)
 class SimulationJob:
     patient: Patient
-    mesh: PatientMesh
+    mesh_file: Path
     designs: DesignBatch
-    simulator_name: str
-    simulator: Simulator
-    output: Path
+    simulator: PluginHandle
+    scratch: Path
     files: Path
 
 
-def run_simulation(job: SimulationJob) -> Path:
-    """Simulate one patient's designs; record a failure instead of raising."""
-    scratch = job.output.with_suffix(".tmp-dir")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    error = ""
-    try:
-        outcomes = job.simulator.simulate(job.patient, job.mesh, job.designs, scratch)
-    except Exception as exc:  # one failing patient must not stop a cohort study
-        error = f"{type(exc).__name__}: {exc}"
-        outcomes = failed_outcomes(job.simulator, len(job.designs), error)
-    if any(scratch.iterdir()):
+def run_simulation(job: SimulationJob, output: Path) -> None:
+    """Simulate one patient's designs with one simulator; write the checked outcomes."""
+    mesh = read_mesh_h5(job.mesh_file, job.patient.patient_id)
+    simulator = job.simulator.build()
+    shutil.rmtree(job.scratch, ignore_errors=True)
+    job.scratch.mkdir(parents=True)
+    result = call_plugin(job.simulator, "simulate", job.patient, mesh, job.designs, job.scratch)
+    outcomes = checked_outcomes(job.simulator, result, len(job.designs), simulator.outputs)
+    if any(job.scratch.iterdir()):
         shutil.rmtree(job.files, ignore_errors=True)
         job.files.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(scratch, job.files)
-    shutil.rmtree(scratch, ignore_errors=True)
+        shutil.move(job.scratch, job.files)
     columns = {
         **outcomes.values,
         "failed": outcomes.failed,
         "failure_reason": outcomes.failure_reason,
     }
-    write_h5(job.output, {"outcomes": columns}, provenance={}, meta={"error": error})
-    return job.output
+    specs = {
+        s.name: {"unit": s.unit, "shape": list(s.shape), "description": s.description}
+        for s in outcomes.specs
+    }
+    meta = {"patient_id": job.patient.patient_id, "simulator": job.simulator.name}
+    write_h5(output, {"outcomes": columns}, provenance={}, meta={**meta, "outputs": specs})
 
 
-def failed_outcomes(simulator: Simulator, n: int, reason: str) -> Outcomes:
-    values = {s.name: np.full((n, *s.shape), np.nan) for s in simulator.outputs}
-    return Outcomes(
-        simulator.outputs, values, np.ones(n, dtype=bool), np.full(n, reason, dtype=object)
-    )
+def unit_key(patient_id: str, simulator: str) -> str:
+    return f"{patient_id}__{simulator}"
 
 
 def _simulator_locs(config: PipelineConfig) -> list[tuple[str, str]]:
@@ -76,74 +77,82 @@ def _simulator_locs(config: PipelineConfig) -> list[tuple[str, str]]:
 
 def _run(context: StageContext) -> None:
     store = context.store
-    cohort = Cohort.from_columns(store.read_table("cohort", "patients"))
-    library = library_from_columns(
-        store.read_table("polymers", "polymers"), source=store.read_meta("polymers")["source"]
-    )
-    space = build_design_space(context.config.design_space, library)
-    meshes = load_meshes(store, list(cohort.ids))
-    simulators = {loc[1]: context.plugin(loc) for loc in _simulator_locs(context.config)}
-    work = context.work_dir()
-    jobs = [
-        SimulationJob(
-            patient=patient,
-            mesh=meshes[patient.patient_id],
-            designs=DesignBatch.from_columns(
-                space, store.read_table("designs", f"designs/{patient.patient_id}")
-            ),
-            simulator_name=name,
-            simulator=simulator,
-            output=work / f"{patient.patient_id}__{name}.h5",
-            files=store.run_dir / "simulations" / patient.patient_id / name,
-        )
-        for patient in cohort
-        for name, simulator in simulators.items()
-    ]
-    context.run_units(run_simulation, jobs, "simulations")
-    tables, errors = {}, []
-    for job in jobs:
-        tables[f"outcomes/{job.patient.patient_id}/{job.simulator_name}"] = read_h5_table(
-            job.output, "outcomes"
-        )
-        error = read_h5_attrs(job.output)["meta"]["error"]
-        if error:
-            errors.append(f"{job.patient.patient_id} / {job.simulator_name}: {error}")
-    for line in errors:
-        context.reporter.say(f"  [yellow]failed[/yellow] {line}")
-    context.write_artifact(
+    cohort = Cohort.from_columns(store.tables("cohort").table("patients"))
+    space = load_space(context)
+    meshes = store.shards("meshes")
+    designs = store.tables("designs")
+    simulators = {loc[1]: (context.plugin(loc), loc) for loc in _simulator_locs(context.config)}
+    scratch = context.scratch_dir()
+    units = []
+    for patient in cohort:
+        pid = patient.patient_id
+        table = designs.table(f"designs/{pid}")
+        for name, (handle, loc) in simulators.items():
+            key = unit_key(pid, name)
+            job = SimulationJob(
+                patient=patient,
+                mesh_file=meshes.path(pid),
+                designs=DesignBatch.from_columns(space, table),
+                simulator=handle,
+                scratch=scratch / key,
+                files=store.run_dir / "simulations" / pid / name,
+            )
+            units.append(
+                Unit(
+                    key=key,
+                    function=run_simulation,
+                    job=job,
+                    plugin=handle,
+                    depends_on={
+                        "patient": asdict(patient),
+                        "mesh": meshes.content_digest(pid),
+                        "designs": content_digest({"designs": table}, {}),
+                    },
+                    timeout_s=context.pipeline.timeout_s(loc),
+                )
+            )
+    done = context.run_units(units, "simulations")
+    outputs: dict[str, Any] = {}
+    failed_designs: Counter[str] = Counter()
+    reasons: dict[str, Counter[str]] = {name: Counter() for name in simulators}
+    for unit in done.values():
+        meta = read_h5_attrs(unit.file)["meta"]
+        outputs.setdefault(meta["simulator"], meta["outputs"])
+        table = read_h5_table(unit.file, "outcomes")
+        failed = np.asarray(table["failed"], dtype=bool)
+        failed_designs[meta["simulator"]] += int(failed.sum())
+        reasons[meta["simulator"]].update(str(r)[:100] for r in table["failure_reason"][failed])
+    n_designs = sum(len(designs.table(f"designs/{pid}")["polymer_index"]) for pid in cohort.ids)
+    for name in simulators:
+        if failed_designs[name]:
+            common = ", ".join(f"{r} ({n})" for r, n in reasons[name].most_common(3))
+            context.reporter.say(
+                f"  {name}: {failed_designs[name]} of {n_designs} designs marked failed by the "
+                f"simulator: {common}"
+            )
+    context.write_shards(
         "outcomes",
-        tables,
+        done,
         meta={
             "patients": list(cohort.ids),
-            "simulators": {
-                name: {
-                    "outputs": {
-                        s.name: {
-                            "unit": s.unit,
-                            "shape": list(s.shape),
-                            "description": s.description,
-                        }
-                        for s in simulator.outputs
-                    }
-                }
-                for name, simulator in simulators.items()
-            },
-            "failed_units": errors,
+            "simulators": {name: {"outputs": outputs.get(name, {})} for name in simulators},
+            "failed_designs": {name: failed_designs[name] for name in simulators},
         },
     )
 
 
 def _depends_on(config: PipelineConfig) -> Any:
-    return {"simulators": config.simulators}
+    return {"simulators": sorted(config.simulators)}
 
 
-SIMULATE_STAGE = Stage(
+STAGE = Stage(
     name="simulate",
-    version="1",
+    # 2: one shard per (patient, simulator); failed units are retried, not stored.
+    version="2",
     sections=("dataset", "simulators"),
     description="simulate every patient's designs with every configured simulator",
     inputs=("cohort", "polymers", "designs", "meshes"),
-    outputs=("outcomes",),
+    outputs={"outcomes": "shards"},
     enabled=lambda config: bool(config.simulators) and config.dataset is not None,
     depends_on=_depends_on,
     plugins=_simulator_locs,

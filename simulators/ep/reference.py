@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hydraopt import hookimpl
 from hydraopt.domain import DesignBatch, Outcomes, OutputSpec, Patient
 from hydraopt.domain.mesh import PatientMesh, mean_edge_length_m
 from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
 
-VERSION = "2.0"
+# 2.1: conductivities interpolated between tuned 0.1 mm nodes of edge length.
+VERSION = "2.1"
 
 
 class ReferenceEPSettings(PluginSettings):
@@ -75,10 +76,18 @@ class ReferenceEPSettings(PluginSettings):
         "directory.",
     )
 
-    def model_post_init(self, context: object) -> None:
-        bad = [s for s in self.earliest_activation_aha_segments if not 1 <= s <= 17]
+    @field_validator("earliest_activation_aha_segments")
+    @classmethod
+    def _endocardial_segments(cls, segments: list[int]) -> list[int]:
+        # Segment 17 is the apical cap beyond the end of the cavity (Cerqueira et al. 2002):
+        # it has no endocardium for the fast layer to excite.
+        bad = [s for s in segments if not 1 <= s <= 16]
         if bad:
-            raise ValueError(f"earliest_activation_aha_segments must be AHA 1-17, got {bad}")
+            raise ValueError(
+                f"AHA segments {bad} have no endocardium: earliest activation sites must be "
+                "in segments 1-16 (17 is the apical cap beyond the cavity)"
+            )
+        return segments
 
 
 class ReferenceEP:
@@ -110,21 +119,23 @@ class ReferenceEP:
         self._tuned: dict[float, object] = {}
 
     def tuned(self, mesh: PatientMesh):
-        from hydraopt_simulators.ep.tissue import tune
+        """Conductivities for this mesh's resolution, from the tuned grid nodes around it
+        (tuned once per node and kept for every later patient)."""
+        from hydraopt_simulators.ep.tissue import interpolated, tune, tuning_nodes
 
-        edge = round(mean_edge_length_m(mesh.points_m, mesh.tetrahedra), 5)
-        if edge not in self._tuned:
-            s = self.settings
-            self._tuned[edge] = tune(
-                edge,
-                {
-                    "remote_fibre": s.fibre_velocity_m_per_s,
-                    "remote_cross": s.cross_velocity_m_per_s,
-                    "bz_fibre": s.bz_fibre_velocity_m_per_s,
-                    "bz_cross": s.bz_cross_velocity_m_per_s,
-                },
-            )
-        return self._tuned[edge]
+        edge = mean_edge_length_m(mesh.points_m, mesh.tetrahedra)
+        s = self.settings
+        targets = {
+            "remote_fibre": s.fibre_velocity_m_per_s,
+            "remote_cross": s.cross_velocity_m_per_s,
+            "bz_fibre": s.bz_fibre_velocity_m_per_s,
+            "bz_cross": s.bz_cross_velocity_m_per_s,
+        }
+        nodes = tuning_nodes(edge)
+        for node in nodes:
+            if node not in self._tuned:
+                self._tuned[node] = tune(node, targets)
+        return interpolated(edge, self._tuned[nodes[0]], self._tuned[nodes[1]])
 
     def simulate(
         self, patient: Patient, mesh: PatientMesh, designs: DesignBatch, workdir: Path | None

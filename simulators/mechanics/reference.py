@@ -24,7 +24,8 @@ from hydraopt.domain import DesignBatch, Outcomes, OutputSpec, Patient
 from hydraopt.domain.mesh import PatientMesh
 from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
 
-VERSION = "2.0"
+# 2.1: a patient the model cannot represent marks every design failed instead of raising.
+VERSION = "2.1"
 BATCH = 4096
 # Screening: time step, and beats of the first follow-up and of each later one.
 SCREENING_STEP_S = 8e-3
@@ -110,9 +111,13 @@ class ReferenceMechanics:
     def simulate(
         self, patient: Patient, mesh: PatientMesh, designs: DesignBatch, workdir: Path | None
     ) -> Outcomes:
+        from hydraopt.errors import DataError
         from hydraopt_simulators.hydrogel import polymer_feasibility
 
-        heart = self.heart(patient, mesh)
+        try:
+            heart = self.heart(patient, mesh)
+        except DataError as exc:  # the model cannot represent this patient: a result, not a crash
+            return self._unrepresented(len(designs), str(exc))
         if workdir is not None:
             report = {"patient_id": patient.patient_id, **heart.report()}
             (Path(workdir) / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -131,6 +136,12 @@ class ReferenceMechanics:
             reasons[bad] = problem[problem != ""]
             failed[bad] = True
         return Outcomes(self.outputs, values, failed, reasons)
+
+    def _unrepresented(self, n: int, reason: str) -> Outcomes:
+        values = {spec.name: np.full((n, *spec.shape), np.nan) for spec in self.outputs}
+        return Outcomes(
+            self.outputs, values, np.ones(n, dtype=bool), np.full(n, reason, dtype=object)
+        )
 
     def _integration(self, first: bool = False):
         """How to integrate a follow-up; ``first``: the first, started from the untreated

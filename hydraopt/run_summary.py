@@ -1,0 +1,116 @@
+"""What a run did, produced and failed: ``SUMMARY.md`` in the run directory, and the lines
+``hydraopt run`` ends with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydraopt.atomic import write_text
+from hydraopt.ledger import UnitFailure
+from hydraopt.store import now_utc
+
+SUMMARY_FILE = "SUMMARY.md"
+# Failures listed one by one; more are counted (every traceback is in failures/).
+LISTED_FAILURES = 20
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    pipeline_file: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, list[UnitFailure]] = field(default_factory=dict)
+    blocked: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def n_failures(self) -> int:
+        return sum(len(f) for f in self.failed.values())
+
+    @property
+    def summary_file(self) -> Path:
+        return self.run_dir / SUMMARY_FILE
+
+    def accounted(self) -> set[str]:
+        return {*self.ran, *self.skipped, *self.failed, *self.blocked, *self.not_run}
+
+    def lines(self) -> list[str]:
+        """The run's outcome in plain lines (the CLI's closing report)."""
+        out = [
+            f"ran: {', '.join(self.ran) or 'nothing'}; "
+            f"skipped (unchanged): {', '.join(self.skipped) or 'nothing'}"
+        ]
+        if self.failed:
+            out.append(
+                f"FAILED: {self.n_failures} units in stage {', '.join(self.failed)}; "
+                "every other unit is kept, and rerunning retries only the failed ones"
+            )
+            shown = [f for failures in self.failed.values() for f in failures][:LISTED_FAILURES]
+            for failure in shown:
+                blame = f" [{failure.plugin}]" if failure.plugin else ""
+                out.append(f"  {failure.stage} / {failure.key}{blame}: {failure.reason}")
+            if self.n_failures > len(shown):
+                out.append(f"  ... and {self.n_failures - len(shown)} more")
+            out.append(f"  tracebacks: {self.run_dir / 'failures'}")
+        if self.blocked or self.not_run:
+            out.append(f"not run: {', '.join(self.blocked + self.not_run)}")
+        for name, path in self.artifacts.items():
+            out.append(f"artifact {name}: {path}")
+        out.append(f"summary: {self.summary_file}")
+        return out
+
+
+def write_summary(summary: RunSummary) -> None:
+    """``SUMMARY.md``: a short, human-readable account of the last run."""
+    status = (
+        "complete"
+        if summary.ok and not summary.not_run and not summary.blocked
+        else f"{summary.n_failures} units failed"
+        if summary.failed
+        else "incomplete"
+    )
+    text = [
+        f"# {summary.run_dir.name}",
+        "",
+        f"- pipeline file: `{summary.pipeline_file}`",
+        f"- last run ended: {now_utc()}, **{status}**",
+        "",
+        "## Stages",
+        "",
+    ]
+    for name in summary.order:
+        if name in summary.ran:
+            text.append(f"- {name}: ran")
+        elif name in summary.skipped:
+            text.append(f"- {name}: skipped, inputs unchanged")
+        elif name in summary.failed:
+            text.append(f"- {name}: **{len(summary.failed[name])} units failed**")
+        elif name in summary.blocked:
+            text.append(f"- {name}: not run, it needs a stage that failed")
+        else:
+            text.append(f"- {name}: not run, the run stopped")
+    text += ["", "## Artifacts", ""]
+    text += [
+        f"- `{name}`: `{path.relative_to(summary.run_dir)}`"
+        for name, path in summary.artifacts.items()
+    ] or ["- none yet"]
+    if summary.failed:
+        text += ["", "## Failures", ""]
+        for failures in summary.failed.values():
+            for failure in failures:
+                blame = f" ({failure.plugin})" if failure.plugin else ""
+                where = failure.traceback_file.relative_to(summary.run_dir)
+                text.append(
+                    f"- {failure.stage} / `{failure.key}`{blame}: {failure.reason} "
+                    f"(traceback: `{where}`)"
+                )
+        text += ["", "Run the pipeline again to retry the failed units; finished ones are kept."]
+    write_text(summary.summary_file, "\n".join(text) + "\n")
