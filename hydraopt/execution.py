@@ -104,7 +104,9 @@ class InlineExecutor:
         for task in tasks:
             try:
                 value = task.function(*task.args)
-            except Exception as exc:  # reported as this task's failure; Ctrl-C still stops
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's sys.exit too; Ctrl-C still stops
                 yield TaskResult(task.key, error=describe_exception(exc))
             else:
                 yield TaskResult(task.key, value)
@@ -133,16 +135,21 @@ class WorkerPool:
         workers = [self._start(context) for _ in range(self.workers)]
         try:
             while True:
-                for worker in workers:
-                    if worker.task is None:
+                for index in range(len(workers)):
+                    while workers[index].task is None:
                         task = retry.popleft() if retry else next(source, None)
                         if task is None:
                             break
-                        failed = self._assign(worker, task)
-                        if failed is not None:
-                            yield failed
+                        if not workers[index].process.is_alive():  # died while idle
+                            workers[index] = self._replace(context, workers[index])
+                        sent = _send(workers[index], task)
+                        if sent == "broken":  # it died just now: a new worker takes the task
+                            workers[index] = self._replace(context, workers[index])
+                            retry.appendleft(task)
+                        elif sent != "sent":
+                            yield sent  # the task cannot be sent; the worker takes the next
                 busy = [w for w in workers if w.task is not None]
-                if not busy:
+                if not busy:  # idle workers found no task left: all done
                     return
                 deadlines = [w.deadline for w in busy if w.deadline is not None]
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -150,26 +157,23 @@ class WorkerPool:
                     [w.connection for w in busy] + [w.process.sentinel for w in busy], timeout
                 )
                 for index, worker in enumerate(workers):
-                    if worker.task is None:
-                        continue
                     task = worker.task
+                    if task is None:
+                        continue
                     if worker.connection in ready or worker.process.sentinel in ready:
                         message = _receive(worker)
                         if message is not None:
                             worker.task = worker.deadline = None
-                            if not worker.process.is_alive():  # answered, then died
-                                workers[index] = self._start(context)
                             yield _result(task, message)
                             continue
-                        workers[index] = self._start(context)
+                        workers[index] = self._replace(context, worker)
                         deaths[task.key] = deaths.get(task.key, 0) + 1
                         if deaths[task.key] <= RETRIES_AFTER_DEATH:
                             retry.append(task)
                         else:
                             yield TaskResult(task.key, error=_death(worker, deaths[task.key]))
                     elif worker.deadline is not None and time.monotonic() >= worker.deadline:
-                        _kill(worker)
-                        workers[index] = self._start(context)
+                        workers[index] = self._replace(context, worker)
                         yield TaskResult(
                             task.key,
                             error=TaskError(
@@ -192,22 +196,30 @@ class WorkerPool:
         child.close()
         return _Worker(process, parent)
 
-    @staticmethod
-    def _assign(worker: _Worker, task: Task) -> TaskResult | None:
-        try:
-            worker.connection.send((task.key, task.function, task.args))
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            return TaskResult(
-                task.key,
-                error=TaskError(
-                    "raised",
-                    f"cannot be sent to a worker process: {exc}",
-                    "".join(traceback.format_exception(exc)),
-                ),
-            )
-        worker.task = task
-        worker.deadline = time.monotonic() + task.timeout_s if task.timeout_s else None
-        return None
+    def _replace(self, context: Any, worker: _Worker) -> _Worker:
+        _kill(worker)
+        return self._start(context)
+
+
+def _send(worker: _Worker, task: Task) -> Literal["sent", "broken"] | TaskResult:
+    """Give ``task`` to an idle worker. The pickling happens before a byte is written, so a
+    task that cannot pickle leaves the worker idle and usable."""
+    try:
+        worker.connection.send((task.key, task.function, task.args))
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        return TaskResult(
+            task.key,
+            error=TaskError(
+                "raised",
+                f"cannot be sent to a worker process: {exc}",
+                "".join(traceback.format_exception(exc)),
+            ),
+        )
+    except OSError:  # the pipe is broken: the worker died while idle
+        return "broken"
+    worker.task = task
+    worker.deadline = time.monotonic() + task.timeout_s if task.timeout_s else None
+    return "sent"
 
 
 def _receive(worker: _Worker) -> tuple[Any, ...] | None:
@@ -230,11 +242,12 @@ def _result(task: Task, message: tuple[Any, ...]) -> TaskResult:
 
 def _death(worker: _Worker, times: int) -> TaskError:
     code = worker.process.exitcode
-    how = (
-        f"killed by signal {signal.Signals(-code).name}"
-        if code is not None and code < 0
-        else f"exited with status {code}"
-    )
+    if code is None:
+        how = "ended"
+    elif code < 0:
+        how = f"killed by signal {signal.Signals(-code).name}"
+    else:
+        how = f"exited with status {code}"
     return TaskError(
         "worker-died",
         f"its worker process died ({how}), {times} times",
@@ -244,8 +257,12 @@ def _death(worker: _Worker, times: int) -> TaskError:
 
 
 def _kill(worker: _Worker) -> None:
+    """Kill the worker and every process it started (its own process group)."""
     if worker.process.is_alive():
-        worker.process.kill()
+        try:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+        except OSError:  # not yet its own group leader, or gone
+            worker.process.kill()
     worker.process.join(timeout=STOP_GRACE_S)
     worker.connection.close()
 
@@ -259,6 +276,10 @@ def _stop(worker: _Worker) -> None:
 
 
 def _worker_main(connection: Connection, parent_pid: int) -> None:
+    # A process group of its own: a timeout kills the worker with every program its plugin
+    # started (a mesher, an external solver), and Ctrl-C reaches the driver only, which then
+    # stops its workers itself.
+    os.setsid()
     _die_with_parent(parent_pid)
     while True:
         try:
@@ -308,10 +329,11 @@ def available_cores() -> int:
 
 
 def make_executor(config: ExecutionConfig, n_tasks: int, needs_timeout: bool = False) -> Executor:
-    """The executor for ``n_tasks`` tasks: inline when one worker would do and no task has a
-    timeout (only a separate process can be stopped when it hangs)."""
-    workers = config.workers or available_cores()
-    workers = max(1, min(workers, n_tasks))
-    if workers == 1 and not needs_timeout:
+    """The executor for ``n_tasks`` tasks. Inline only when the pipeline asks for one worker
+    (``workers = 1``) and no task has a timeout (only a separate process can be stopped when
+    it hangs); otherwise a pool, even of one worker, so that a unit that crashes its process
+    takes down a worker, not the run."""
+    if n_tasks == 0 or (config.workers == 1 and not needs_timeout):
         return InlineExecutor()
-    return WorkerPool(workers)
+    workers = config.workers or available_cores()
+    return WorkerPool(max(1, min(workers, n_tasks)))

@@ -116,7 +116,8 @@ def run_pipeline(
                     break
         finally:
             forget_built_plugins()
-            summary.artifacts = _artifacts(store, stages)
+            current = [s for s in stages if s.name in (*summary.ran, *summary.skipped)]
+            summary.artifacts = _artifacts(store, current)
             write_summary(summary)
             store.journal(
                 "run_finished",
@@ -147,8 +148,7 @@ def _run_stage(
         summary.blocked.append(stage.name)
         return
     context = _prepare(stage, pipeline, registry, store, reporter)
-    if stage.name in redo:  # redo from scratch: no record, no partial work
-        store.forget_stage(stage.name)
+    if stage.name in redo:  # redo from scratch: no partial work
         store.clear_work(stage.name)
     elif (store.stage_record(stage.name) or {}).get("fingerprint") == context.fingerprint:
         damaged = store.damaged_outputs(stage.name)
@@ -159,7 +159,9 @@ def _run_stage(
             return
         reporter.say(f"[yellow]stage {stage.name}: redoing, {'; '.join(damaged)}[/yellow]")
         store.journal("stage_damaged", stage=stage.name, problems=damaged)
-        store.forget_stage(stage.name)
+    # Until it finishes, the stage has no record: its previous outputs are not its outputs
+    # for these inputs, and no reader may take them for current.
+    store.forget_stage(stage.name)
     reporter.stage_started(stage.name, stage.description)
     store.journal("stage_started", stage=stage.name, fingerprint=context.fingerprint)
     start = time.perf_counter()
@@ -182,6 +184,7 @@ def _run_stage(
     store.record_stage(stage.name, context.fingerprint, context.outputs, elapsed)
     context.finish_units()
     store.clear_scratch(stage.name)
+    store.clear_failures(stage.name)
     store.journal("stage_finished", stage=stage.name, seconds=round(elapsed, 3))
     reporter.stage_finished(stage.name, elapsed)
     summary.ran.append(stage.name)

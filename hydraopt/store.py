@@ -170,6 +170,9 @@ class RunStore:
         shutil.rmtree(self.work_root / stage, ignore_errors=True)
         shutil.rmtree(self.failures_root / stage, ignore_errors=True)
 
+    def clear_failures(self, stage: str) -> None:
+        shutil.rmtree(self.failures_root / stage, ignore_errors=True)
+
     def clear_scratch(self, stage: str) -> None:
         shutil.rmtree(self.work_root / stage / "scratch", ignore_errors=True)
 
@@ -242,7 +245,7 @@ class RunStore:
         staging.mkdir(parents=True)
         entries = {}
         for key, shard in shards.items():
-            file = f"{key}{''.join(shard.path.suffixes)}"
+            file = f"{key}{shard.path.suffix}"
             _link_or_copy(shard.path, staging / file)
             entries[key] = {"file": file, "content_digest": shard.content_digest}
         write_json(

@@ -41,8 +41,8 @@ def designs_of(run_dir: Path) -> dict:
     """Each patient's stored designs, by patient id."""
     from hydraopt.store import RunStore
 
-    designs = RunStore(run_dir).tables("designs")
-    return {pid: designs.table(f"designs/{pid}") for pid in designs.meta["patients"]}
+    designs = RunStore(run_dir).shards("designs")
+    return {pid: designs.table(pid, "designs") for pid in designs.meta["patients"]}
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def test_run_then_skip_then_force(write_pipeline):
     assert run_dir.endswith("runs/t")
     second = hydraopt("run", str(path))
     assert "ran: nothing; skipped (unchanged): cohort, designs" in second.output
-    assert f"artifact designs: {run_dir}/artifacts/designs.h5" in second.output
+    assert f"artifact designs: {run_dir}/artifacts/designs" in second.output
     assert f"summary: {run_dir}/SUMMARY.md" in second.output
     third = hydraopt("run", str(path), "--from", "designs")
     assert "ran: designs; skipped (unchanged): cohort" in third.output

@@ -151,6 +151,8 @@ def test_a_hanging_plugin_hits_its_timeout(write_pipeline, registry, log_dir):
     assert "did not finish within its timeout of 3 s" in failure.reason
     [pid_file] = log_dir.glob("pid-*")
     assert not _alive(int(pid_file.name.removeprefix("pid-")))
+    done = sorted(p.name.split(".")[0] for p in (summary.run_dir / "work/simulate/units").iterdir())
+    assert done == ["SYN001__misbehaving", "SYN003__misbehaving"]  # the pool carried on
 
 
 def test_a_dying_worker_fails_only_its_unit_after_one_retry(write_pipeline, registry, log_dir):
@@ -171,10 +173,14 @@ def test_a_worker_killed_once_is_retried_and_the_run_succeeds(write_pipeline, re
     assert len(RunStore(summary.run_dir).shards("outcomes")) == 3
 
 
-def test_plugins_are_built_once_per_process(write_pipeline, registry, log_dir):
-    run_quietly(write_pipeline(pipeline_text(log_dir)), registry)
-    assert logged(log_dir, "factory") == [f"{os.getpid()} "]
-    assert len(logged(log_dir, "units")) == 3
+@pytest.mark.parametrize("workers", [1, 2])
+def test_plugins_are_built_once_per_process(write_pipeline, registry, log_dir, workers):
+    run_quietly(write_pipeline(pipeline_text(log_dir, workers=workers)), registry)
+    built_in = [line.split()[0] for line in logged(log_dir, "factory")]
+    ran_in = [line.split()[0] for line in logged(log_dir, "units")]
+    assert len(ran_in) == 3
+    # Each process that ran units built the plugin once, and kept it for all its units.
+    assert sorted(built_in) == sorted(set(ran_in)) and len(built_in) < len(ran_in)
 
 
 def test_a_plugin_that_cannot_reach_a_worker_is_refused_by_name(

@@ -24,7 +24,7 @@ def test_end_to_end_writes_the_run_directory(write_pipeline, registry):
     designs = designs_of(run_dir)
     assert len(designs) == 3
     assert all(len(table["stiffness_kpa"]) == 16 for table in designs.values())
-    provenance = RunStore(run_dir).tables("designs").provenance
+    provenance = RunStore(run_dir).shards("designs").provenance
     assert provenance["stage"] == "designs"
     assert provenance["seed"] == 7
     assert provenance["plugins"][0]["name"] == "sobol"
@@ -183,5 +183,5 @@ def test_artifacts_are_readable_by_others(write_pipeline, registry):
         summary = run_quietly(write_pipeline(), registry)
     finally:
         os.umask(previous)
-    mode = (summary.run_dir / "artifacts" / "designs.h5").stat().st_mode
+    mode = (summary.run_dir / "artifacts" / "designs" / "SYN001.h5").stat().st_mode
     assert stat.S_IMODE(mode) == 0o644

@@ -1,5 +1,6 @@
 """Runs that cannot corrupt each other: the lock, the owner, digests re-checked, stale code."""
 
+import csv
 import subprocess
 import sys
 import textwrap
@@ -68,7 +69,7 @@ def test_an_artifact_corrupted_in_place_is_redone(write_pipeline, registry):
     path = write_pipeline()
     first = run_quietly(path, registry)
     before = designs_of(first.run_dir)
-    artifact = first.run_dir / "artifacts" / "designs.h5"
+    artifact = first.run_dir / "artifacts" / "designs" / "SYN002.h5"
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
@@ -108,6 +109,37 @@ def test_a_truncated_work_file_is_redone_not_a_dead_end(write_pipeline, registry
     assert summary.ok and summary.ran == ["designs"]
     assert sorted(redone) == sorted([units[0].name.split(".")[0], "SYN003"])
     assert not list(units[0].parent.glob(".*.tmp"))
+
+
+def test_an_edited_polymer_library_redoes_what_depends_on_it(write_pipeline, registry, tmp_path):
+    """Generators draw inside each polymer's achievable ranges: narrowing one polymer's
+    stiffness range must change that polymer's designs, not leave them as they were."""
+    from hydraopt.polymer_library import bundled_library_path
+
+    library = tmp_path / "library.csv"
+    library.write_text(bundled_library_path().read_text())
+    text = QUICK_PIPELINE.replace("[dataset]", '[polymers]\nlibrary = "library.csv"\n\n[dataset]')
+    path = write_pipeline(text)
+    first = run_quietly(path, registry)
+    with library.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["stiffness_min_kpa"], rows[0]["stiffness_max_kpa"] = "40", "50"
+    with library.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    edited = run_quietly(path, registry)
+    assert edited.ran == ["cohort", "designs"]
+    designs = designs_of(edited.run_dir)
+    fresh_path = write_pipeline(text.replace('"runs"', '"fresh"'), name="fresh.toml")
+    fresh = run_quietly(fresh_path, registry)
+    expected = designs_of(fresh.run_dir)
+    for pid in designs:
+        for column in designs[pid]:
+            np.testing.assert_array_equal(designs[pid][column], expected[pid][column])
+        first_polymer = designs[pid]["polymer_index"] == 0
+        assert np.all(designs[pid]["stiffness_kpa"][first_polymer] >= 40 * (1 - 1e-9))
+    assert first.run_dir == edited.run_dir
 
 
 def test_changed_plugin_code_cannot_reuse_stale_results(write_pipeline, install_distribution):

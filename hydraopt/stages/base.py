@@ -79,10 +79,14 @@ class Unit:
     :param job: the unit's inputs.
     :param plugin: the plugin doing the unit's work: named when it fails, and its timeout and
         fingerprint apply.
-    :param depends_on: everything the unit's result depends on besides the plugin (patient,
-        design digests, ...). When given, the unit is keyed by it and the plugin alone, so a
-        change elsewhere in the stage (another simulator's settings) does not redo it; when
-        None, the unit is redone whenever anything about the stage changes.
+    :param depends_on: the unit's own share of the stage's inputs (its patient, the digest of
+        its patient's designs and mesh, ...). When given, the unit is keyed by it, by its own
+        plugin (not the stage's other plugins), by the stage's config slice and by every
+        input artifact it does not ``cover``: so another simulator's settings, or another
+        patient's mesh, do not redo it. When None, the unit is redone whenever anything about
+        the stage changes.
+    :param covers: input artifacts whose part this unit reads is in ``depends_on``, so a
+        change to the rest of them does not redo it.
     :param timeout_s: wall-clock limit; the unit fails when it is exceeded.
     """
 
@@ -91,6 +95,7 @@ class Unit:
     job: Any
     plugin: PluginHandle | None = None
     depends_on: Any = None
+    covers: tuple[str, ...] = ()
     timeout_s: float | None = None
 
 
@@ -148,11 +153,14 @@ class StageContext:
                 if record["kind"] == unit.plugin.kind and record["name"] == unit.plugin.name
             )
             plugin = self.plugins_used[loc]
+        uncovered = {k: v for k, v in self.inputs.items() if k not in unit.covers}
         return stable_hash(
             {
                 "stage": self.stage.name,
                 "version": self.stage.version,
                 "seed": self.config.study.seed,
+                "config": self.stage.depends_on(self.config),
+                "inputs": uncovered,
                 "unit": unit.key,
                 "plugin": plugin,
                 "depends_on": unit.depends_on,
@@ -177,6 +185,10 @@ class StageContext:
                 todo.append((unit, fingerprint))
         if done:
             self.reporter.say(f"  {len(done)} of {len(units)} {label} already done")
+        if not todo:
+            self.done_units += done.values()
+            self.ledger = ledger
+            return {unit.key: done[unit.key] for unit in units}
         executor = make_executor(
             self.config.execution, len(todo), needs_timeout=any(u.timeout_s for u, _ in todo)
         )

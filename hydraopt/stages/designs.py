@@ -2,8 +2,9 @@
 
 Each patient's designs come from the configured generator with a random stream of its own and
 are one unit of work: a killed run resumes with the patients it had not done, and its result
-equals an uninterrupted run's. The units are gathered into the ``designs`` table artifact, one
-group per patient.
+equals an uninterrupted run's. The units become the shards of the ``designs`` artifact, one
+HDF5 file per patient (group ``designs``), so no table of every patient's designs is ever
+held in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_designs
 from hydraopt.polymer_library import library_from_columns
 from hydraopt.seeding import derive_seed
 from hydraopt.stages.base import Stage, StageContext, Unit
-from hydraopt.store import read_h5_table, write_h5
+from hydraopt.store import write_h5
 
 GENERATOR_LOC = ("dataset", "generator")
 
@@ -78,14 +79,14 @@ def _run(context: StageContext) -> None:
                 function=generate_patient_designs,
                 job=PatientDesignsJob(pid, seed, n_designs, generator, space),
                 plugin=generator,
-                depends_on={"seed": seed, "n": n_designs, "space": space_meta(space)},
+                depends_on={"seed": seed},
+                covers=("cohort",),  # a patient's designs depend on its id, not its features
             )
         )
     done = context.run_units(units, "patients")
-    tables = {f"designs/{pid}": read_h5_table(unit.file, "designs") for pid, unit in done.items()}
-    context.write_tables(
+    context.write_shards(
         "designs",
-        tables,
+        done,
         meta={
             "design_space": space_meta(space),
             "designs_per_patient": n_designs,
@@ -104,11 +105,12 @@ def _depends_on(config: PipelineConfig) -> Any:
 
 STAGE = Stage(
     name="designs",
-    version="1",
+    # 2: one shard per patient instead of one table.
+    version="2",
     sections=("dataset",),
     description="sample the dataset's designs for every patient",
     inputs=("cohort", "polymers"),
-    outputs={"designs": "tables"},
+    outputs={"designs": "shards"},
     enabled=lambda config: config.dataset is not None,
     depends_on=_depends_on,
     plugins=lambda config: [GENERATOR_LOC],

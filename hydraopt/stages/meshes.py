@@ -58,6 +58,7 @@ def _run(context: StageContext) -> None:
             job=MeshJob(patient, mesher, views, scratch / patient.patient_id),
             plugin=mesher,
             depends_on={"patient": asdict(patient)},
+            covers=("cohort",),
         )
         for patient in cohort
     ]
