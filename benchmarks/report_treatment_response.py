@@ -3,7 +3,7 @@ target.
 
 For a synthetic cohort drawn as a pipeline with that study seed draws it (by default the
 quickstart's: 6 patients, study seed 2026, half chronic; the seeds' scale is 60 patients, study
-seed 60, as in examples/dataset_60_patients.toml) and
+seed 60, as in examples/dataset_seeds_scale.toml) and
 Sobol' designs over the seeds' design space (every polymer and coverage pattern; E 0.5-50 kPa,
 t50 1-180 days, conductivity 0.001-1 S/m, thickness 0.1-2 mm; within each polymer's achievable
 ranges), the screening fidelity's delta-EF and border-zone stress reduction at the 12-week

@@ -103,6 +103,12 @@ def validate(pipeline_file: Path) -> None:
 @main.command()
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
 @click.option("--from", "from_stage", metavar="STAGE", help="Redo STAGE and every stage after it.")
+@click.option(
+    "--to",
+    "to_stage",
+    metavar="STAGE",
+    help="Run STAGE and the stages it needs, and stop there (say, --to simulate).",
+)
 @click.option("--force", is_flag=True, help="Redo every stage, even those already complete.")
 @click.option(
     "--keep-going",
@@ -122,6 +128,7 @@ def validate(pipeline_file: Path) -> None:
 def run(
     pipeline_file: Path,
     from_stage: str | None,
+    to_stage: str | None,
     force: bool,
     keep_going: bool,
     adopt_run_dir: bool,
@@ -146,6 +153,7 @@ def run(
         force,
         keep_going=keep_going,
         adopt_run_dir=adopt_run_dir,
+        to_stage=to_stage,
     )
     if not quiet or not summary.ok:
         for line in summary.lines():
@@ -284,3 +292,42 @@ def simulate(
             )
             table.add_row(name, spec.name, text, spec.unit)
     Console(width=max(110, Console().width)).print(table)
+
+
+@main.group()
+def dataset() -> None:
+    """Inspect a run's training dataset."""
+
+
+@dataset.command("summary")
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@_user_errors
+def dataset_summary(run_dir: Path) -> None:
+    """Rows, patients, the positive rate of is_optimal, left-out rows by reason, split sizes
+    and the range of every output with its unit, for the dataset of RUN_DIR."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hydraopt.dataset_summary import origins_by_split, summarise_dataset
+
+    summary = summarise_dataset(run_dir)
+    console = Console(width=max(110, Console().width))
+    for line in summary.header_lines():
+        console.print(line, highlight=False, markup=False)
+    origins = origins_by_split(run_dir)
+    splits = Table(title=f"splits (by patient, seed {summary.meta['splits']['seed']})")
+    for column in ("split", "share", "patients", "origins", "rows", "is_optimal"):
+        splits.add_column(column, justify="left" if column in ("split", "origins") else "right")
+    fractions = summary.meta["splits"]["fractions"]
+    for name, patients, rows, rate in summary.splits:
+        mix = ", ".join(f"{n} {o}" for o, n in sorted(origins.get(name, {}).items()))
+        splits.add_row(
+            name, f"{fractions[name]:.0%}", str(patients), mix, f"{rows:,}", f"{100 * rate:.2f}%"
+        )
+    console.print(splits)
+    outputs = Table(title="outputs")
+    for column in ("output", "unit", "shape", "min", "median", "max"):
+        outputs.add_column(column, justify="left" if column in ("output", "unit") else "right")
+    for name, unit, shape, low, mid, high in summary.outputs:
+        outputs.add_row(name, unit, shape, f"{low:.4g}", f"{mid:.4g}", f"{high:.4g}")
+    console.print(outputs)

@@ -5,6 +5,8 @@ The CSV has a header with ``patient_id`` and the 11 feature columns of
 ``stress_concentration`` may be left out: it is then computed as bz/healthy stress.
 ``infarct_age_days`` (days from the infarct to the treatment) is optional: without it every
 patient gets :data:`hydraopt.domain.DEFAULT_INFARCT_AGE_DAYS`, a healed infarct.
+``origin`` (``real`` or ``synthetic``) is optional: the dataset spreads each origin
+proportionally over its splits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from hydraopt.domain import DEFAULT_INFARCT_AGE_DAYS, FEATURE_NAMES, Cohort, Pat
 from hydraopt.errors import DataError
 
 INFARCT_AGE_COLUMN = "infarct_age_days"
+# "real" or "synthetic" (Patient.origin); the dataset spreads each proportionally over splits.
+ORIGIN_COLUMN = "origin"
 OPTIONAL_COLUMNS = frozenset({"stress_concentration", INFARCT_AGE_COLUMN})
 MAX_REPORTED_PROBLEMS = 25
 
@@ -92,14 +96,14 @@ def _parse_row(path: Path, line: int, row: dict[str, str], problems: list[str]) 
         healthy = values["healthy_stress_kpa"]
         values["stress_concentration"] = values["bz_stress_kpa"] / healthy if healthy > 0 else 0.0
     values.setdefault(INFARCT_AGE_COLUMN, DEFAULT_INFARCT_AGE_DAYS)
-    return Patient(patient_id, **values)
+    return Patient(patient_id, **values, origin=row.get(ORIGIN_COLUMN, "").strip())
 
 
 def write_cohort_csv(cohort: Cohort, path: Path) -> None:
     """Write a cohort in the format :func:`read_cohort_csv` reads."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["patient_id", *FEATURE_NAMES, INFARCT_AGE_COLUMN])
+        writer.writerow(["patient_id", *FEATURE_NAMES, INFARCT_AGE_COLUMN, ORIGIN_COLUMN])
         for patient in cohort:
             values = (*patient.features(), patient.infarct_age_days)
-            writer.writerow([patient.patient_id, *(f"{v:.6g}" for v in values)])
+            writer.writerow([patient.patient_id, *(f"{v:.6g}" for v in values), patient.origin])

@@ -173,13 +173,49 @@ class MesherChoice(PluginChoice):
     plugin: str = Field("lv-ellipsoid", description="Name of the mesher plugin.")
 
 
+class SplitFractions(Section):
+    """Shares of the patients in each split of the dataset (patients, never rows, are split)."""
+
+    train: float = Field(0.7, gt=0.0, le=1.0, description="Share of patients trained on.")
+    validation: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of patients for model selection."
+    )
+    test: float = Field(0.1, ge=0.0, le=1.0, description="Share of patients held out to the end.")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.validation + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"train + validation + test must be 1, got {total:g}")
+        return self
+
+    def named(self) -> dict[str, float]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+# The seeds' definition of an optimal design (seeds/001, section 3.4).
+SEEDS_OPTIMAL_THRESHOLDS = {"delta_ef_pct": 3.0, "bz_stress_reduction_pct": 15.0}
+
+
 class DatasetConfig(Section):
-    """The training dataset's design plan: designs sampled per patient (stage `designs`)."""
+    """The training dataset: the design plan (stage `designs`), what makes a design optimal and
+    how patients are split (stage `dataset`)."""
 
     designs_per_patient: int = Field(ge=1, description="Designs sampled for each patient.")
     generator: GeneratorChoice = Field(
         default_factory=GeneratorChoice,
         description="Generator plugin that samples the designs.",
+    )
+    is_optimal: dict[str, float] = Field(
+        default_factory=lambda: dict(SEEDS_OPTIMAL_THRESHOLDS),
+        min_length=1,
+        description="A design is optimal when every named simulator output reaches its "
+        "threshold (output >= value); the seeds' delta-EF >= 3 %-points and border-zone "
+        "stress reduction >= 15% by default.",
+    )
+    splits: SplitFractions = Field(
+        default_factory=SplitFractions,
+        description="Shares of patients in the train, validation and test splits.",
     )
 
 

@@ -22,7 +22,7 @@ import tomli_w
 
 from hydraopt.code_digest import plugin_code_digest
 from hydraopt.config import Pipeline, PipelineConfig, stable_hash
-from hydraopt.errors import HydraoptError
+from hydraopt.errors import ConfigError, HydraoptError
 from hydraopt.ledger import StageLedger, UnitFailure
 from hydraopt.plugin_calls import PluginFailure, forget_built_plugins
 from hydraopt.progress import Reporter
@@ -70,6 +70,16 @@ def enabled_stages(config: PipelineConfig) -> list[Stage]:
     return [stage for stage in ordered_stages() if stage.enabled(config)]
 
 
+def stages_up_to(stages: list[Stage], target: str) -> list[Stage]:
+    """``target`` and the stages it needs, directly or through others, in order."""
+    producers = {out: s for s in stages for out in s.outputs}
+    needed = {target}
+    for stage in reversed(stages):  # ordered, so a stage comes after all it needs
+        if stage.name in needed:
+            needed |= {producers[i].name for i in stage.inputs if i in producers}
+    return [s for s in stages if s.name in needed]
+
+
 def sections_without_stage(config: PipelineConfig) -> list[str]:
     """Sections the file fills in that no stage of this version reads: they are validated,
     and the user is told that they do nothing yet."""
@@ -85,16 +95,27 @@ def run_pipeline(
     force: bool = False,
     keep_going: bool = False,
     adopt_run_dir: bool = False,
+    to_stage: str | None = None,
 ) -> RunSummary:
-    """Run every enabled stage in order, skipping those already complete and intact."""
+    """Run every enabled stage in order (or, with ``to_stage``, that stage and those it
+    needs), skipping those already complete and intact."""
     stages = enabled_stages(pipeline.config)
     names = [s.name for s in stages]
-    if from_stage is not None and from_stage not in names:
-        known = ", ".join(s.name for s in ordered_stages())
-        raise HydraoptError(
-            f"--from {from_stage}: no such stage in this pipeline (its stages: {', '.join(names)};"
-            f" all stages: {known})"
-        )
+    for option, stage in (("--from", from_stage), ("--to", to_stage)):
+        if stage is not None and stage not in names:
+            known = ", ".join(s.name for s in ordered_stages())
+            raise HydraoptError(
+                f"{option} {stage}: no such stage in this pipeline (its stages: "
+                f"{', '.join(names)}; all stages: {known})"
+            )
+    if to_stage is not None:
+        stages = stages_up_to(stages, to_stage)
+        names = [s.name for s in stages]
+        if from_stage is not None and from_stage not in names:
+            raise HydraoptError(f"--from {from_stage}: not a stage that {to_stage} needs")
+    problems = [p for stage in stages for p in stage.preflight(pipeline, registry)]
+    if problems:
+        raise ConfigError(problems)
     store = RunStore(pipeline.run_dir)
     store.create()
     with run_lock(store.run_dir):

@@ -276,5 +276,6 @@ def synthetic_cohort(
             values["stress_concentration"] = round(
                 values["bz_stress_kpa"] / values["healthy_stress_kpa"], 4
             )
-            patients.append(Patient(f"{id_prefix}{len(patients) + 1:03d}", **values).validated())
+            pid = f"{id_prefix}{len(patients) + 1:03d}"
+            patients.append(Patient(pid, **values, origin="synthetic").validated())
     return Cohort(tuple(patients))

@@ -50,6 +50,11 @@ def validate_inputs(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
             checked_designs(generator, batch, space, n)
         except PluginFailure as exc:
             problems.append(f"{pipeline.path}: dataset.generator: {exc}")
+    if not problems:  # stages' own checks assume readable inputs and buildable plugins
+        from hydraopt.pipeline import enabled_stages
+
+        for stage in enabled_stages(config):
+            problems += stage.preflight(pipeline, registry)
     problems += _run_dir_problems(pipeline)
     return problems
 

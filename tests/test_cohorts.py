@@ -31,6 +31,7 @@ def test_round_trip_through_csv(tmp_path):
     np.testing.assert_allclose(again.feature_matrix(), cohort.feature_matrix(), rtol=1e-5)
     ages = [p.infarct_age_days for p in again], [p.infarct_age_days for p in cohort]
     np.testing.assert_allclose(*ages, rtol=1e-5)
+    assert [p.origin for p in again] == [p.origin for p in cohort]
 
 
 def test_infarct_age_column_is_optional_with_a_healed_default(tmp_path):
@@ -42,6 +43,16 @@ def test_infarct_age_column_is_optional_with_a_healed_default(tmp_path):
     assert given.patients[0].infarct_age_days == 3.5
     with pytest.raises(DataError, match=r"cohort.csv:2: patient 'P01': column infarct_age_days"):
         read_cohort_csv(write(tmp_path, HEADER + ",infarct_age_days", ROW_A + ",-2"))
+
+
+def test_origin_column_marks_real_and_synthetic_patients(tmp_path):
+    without = read_cohort_csv(write(tmp_path, HEADER, ROW_A))
+    assert without.patients[0].origin == ""  # not stated
+    given = read_cohort_csv(write(tmp_path, HEADER + ",origin", ROW_A + ",real", ROW_B + ","))
+    assert [p.origin for p in given] == ["real", ""]
+    assert {p.origin for p in synthetic_cohort(3, seed=1)} == {"synthetic"}
+    with pytest.raises(DataError, match=r"cohort.csv:2: patient 'P01': column origin: 'MRI'"):
+        read_cohort_csv(write(tmp_path, HEADER + ",origin", ROW_A + ",MRI"))
 
 
 def test_stress_concentration_column_is_optional(tmp_path):

@@ -19,9 +19,11 @@ from hydraopt.testing import example_patient, example_space
 
 
 def test_patient_fields_follow_the_feature_order():
-    # The 11 features, then the infarct's age: physics input, not a surrogate feature.
-    assert tuple(f.name for f in fields(Patient))[1:-1] == FEATURE_NAMES
-    assert fields(Patient)[-1].name == "infarct_age_days"
+    # The 11 features, then the infarct's age (physics input, not a surrogate feature) and
+    # the record's origin (neither).
+    assert tuple(f.name for f in fields(Patient))[1:-2] == FEATURE_NAMES
+    assert [f.name for f in fields(Patient)[-2:]] == ["infarct_age_days", "origin"]
+    assert "origin" not in example_patient().physical_record()
     assert len(FEATURE_NAMES) == 11
     assert example_patient().features().shape == (11,)
 

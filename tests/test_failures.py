@@ -86,7 +86,7 @@ def test_a_malformed_answer_fails_its_unit_naming_the_plugin(
     behaviour, message, write_pipeline, registry, log_dir
 ):
     text = pipeline_text(log_dir, behaviour=behaviour, only_patient="SYN002")
-    summary = run_quietly(write_pipeline(text), registry)
+    summary = run_quietly(write_pipeline(text), registry, to_stage="simulate")
     assert summary.ran == ["cohort", "designs", "meshes"] and not summary.ok
     [failure] = summary.failed["simulate"]
     assert failure.key == "SYN002__misbehaving"
@@ -117,13 +117,13 @@ def test_a_transient_failure_reruns_only_the_failed_unit(
         real(job, output)
 
     monkeypatch.setattr(simulate_stage, "run_simulation", flaky)
-    first = run_quietly(path, registry)
+    first = run_quietly(path, registry, to_stage="simulate")
     assert [f.reason for f in first.failed["simulate"]] == [
         "ConnectionError: licence server unreachable"
     ]
     monkeypatch.setattr(simulate_stage, "run_simulation", real)
     units_before = len(logged(log_dir, "units"))
-    second = run_quietly(path, registry)
+    second = run_quietly(path, registry, to_stage="simulate")
     assert second.ok and second.ran == ["simulate"]
     assert logged(log_dir, "units")[units_before:] == [f"{os.getpid()} SYN002"]
     outcomes = RunStore(second.run_dir).shards("outcomes")
@@ -132,7 +132,9 @@ def test_a_transient_failure_reruns_only_the_failed_unit(
 
 def test_a_factory_that_raises_is_reported_by_name(write_pipeline, registry, log_dir):
     summary = run_quietly(
-        write_pipeline(pipeline_text(log_dir, behaviour="raise-in-factory")), registry
+        write_pipeline(pipeline_text(log_dir, behaviour="raise-in-factory")),
+        registry,
+        to_stage="simulate",
     )
     failures = summary.failed["simulate"]
     assert len(failures) == 3
@@ -144,7 +146,7 @@ def test_a_hanging_plugin_hits_its_timeout(write_pipeline, registry, log_dir):
     text = pipeline_text(log_dir, behaviour="hang", only_patient="SYN002")
     text = text.replace("[simulators.misbehaving]\n", "[simulators.misbehaving]\ntimeout_s = 3\n")
     start = time.monotonic()
-    summary = run_quietly(write_pipeline(text), registry)
+    summary = run_quietly(write_pipeline(text), registry, to_stage="simulate")
     assert time.monotonic() - start < 60
     [failure] = summary.failed["simulate"]
     assert failure.key == "SYN002__misbehaving" and failure.plugin == LABEL
@@ -157,7 +159,7 @@ def test_a_hanging_plugin_hits_its_timeout(write_pipeline, registry, log_dir):
 
 def test_a_dying_worker_fails_only_its_unit_after_one_retry(write_pipeline, registry, log_dir):
     text = pipeline_text(log_dir, workers=2, behaviour="die", only_patient="SYN002")
-    summary = run_quietly(write_pipeline(text), registry)
+    summary = run_quietly(write_pipeline(text), registry, to_stage="simulate")
     [failure] = summary.failed["simulate"]
     assert failure.key == "SYN002__misbehaving"
     assert "worker process died (killed by signal SIGKILL), 2 times" in failure.reason
@@ -168,14 +170,16 @@ def test_a_dying_worker_fails_only_its_unit_after_one_retry(write_pipeline, regi
 
 def test_a_worker_killed_once_is_retried_and_the_run_succeeds(write_pipeline, registry, log_dir):
     text = pipeline_text(log_dir, workers=2, behaviour="die-once")
-    summary = run_quietly(write_pipeline(text), registry)
+    summary = run_quietly(write_pipeline(text), registry, to_stage="simulate")
     assert summary.ok and "simulate" in summary.ran
     assert len(RunStore(summary.run_dir).shards("outcomes")) == 3
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_plugins_are_built_once_per_process(write_pipeline, registry, log_dir, workers):
-    run_quietly(write_pipeline(pipeline_text(log_dir, workers=workers)), registry)
+    run_quietly(
+        write_pipeline(pipeline_text(log_dir, workers=workers)), registry, to_stage="simulate"
+    )
     built_in = [line.split()[0] for line in logged(log_dir, "factory")]
     ran_in = [line.split()[0] for line in logged(log_dir, "units")]
     assert len(ran_in) == 3
@@ -209,12 +213,12 @@ def test_a_plugin_that_cannot_reach_a_worker_is_refused_by_name(
     registry = PluginRegistry.discover(extra={"my-script": module})
     text = PIPELINE.format(settings="", workers=2).replace("misbehaving", "local")
     with pytest.raises(PluginError, match=r"simulator plugin 'local' .* cannot be sent to worker"):
-        run_quietly(write_pipeline(text), registry)
+        run_quietly(write_pipeline(text), registry, to_stage="simulate")
 
 
 def test_run_command_ends_with_failures_and_exit_status_1(write_pipeline, registry, log_dir):
     path = write_pipeline(pipeline_text(log_dir, behaviour="raise", only_patient="SYN003"))
-    result = CliRunner().invoke(main, ["run", str(path)])
+    result = CliRunner().invoke(main, ["run", str(path), "--to", "simulate"])
     assert result.exit_code == 1, result.output
     assert "FAILED: 1 units in stage simulate" in result.output
     assert f"simulate / SYN003__misbehaving [{LABEL}]" in result.output
@@ -231,10 +235,10 @@ def test_keep_going_runs_what_does_not_need_the_failed_stage(write_pipeline, reg
         "t50_days = 1, conductivity_s_per_m = 1, thickness_mm = 1 }",
     )
     path = write_pipeline(text)
-    stopped = run_quietly(path, registry)
+    stopped = run_quietly(path, registry, to_stage="simulate")
     assert stopped.ran == ["cohort"] and list(stopped.failed) == ["designs"]
     assert stopped.not_run == ["meshes", "simulate"]
-    going = run_quietly(path, registry, keep_going=True)
+    going = run_quietly(path, registry, keep_going=True, to_stage="simulate")
     assert going.ran == ["meshes"] and going.skipped == ["cohort"]
     assert going.blocked == ["simulate"]
 
@@ -244,7 +248,7 @@ def test_killing_the_driver_stops_its_workers(write_pipeline, registry, log_dir,
     site = tmp_path / "site-packages"  # where the fixture installed the plugin distributions
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "hydraopt", "run", str(path), "-q"],
+        [sys.executable, "-m", "hydraopt", "run", str(path), "-q", "--to", "simulate"],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -261,3 +261,52 @@ def test_one_simulator_tunes_each_resolution_once_for_a_whole_cohort(lv_mesh, mo
     for scale in scales:
         simulator.tuned(replace(lv_mesh, points_m=lv_mesh.points_m * scale))
     assert sorted(tuned_at) == sorted(set(tuning_nodes(edge)))  # two nodes, whatever the count
+
+
+@pytest.fixture(scope="module")
+def screening_agreement(patient, space):
+    """Screening fidelity against the monodomain on a 6 mm mesh (the benchmark checks the
+    default 4 mm at scale): 160 designs over the whole design space, 6 sampled per coverage."""
+    from hydraopt_plugins.generators import GeneratorSettings, RandomGenerator
+    from hydraopt_simulators.ep.activation import design_quantities, heart_model
+    from hydraopt_simulators.ep.screening import agreement_with_monodomain
+
+    mesh = EllipsoidMesher(EllipsoidMeshSettings(element_size_mm=6.0)).build(patient)
+    settings = ReferenceEPSettings(fidelity="screening")
+    simulator = ReferenceEP(settings)
+    generator = RandomGenerator(GeneratorSettings(within_polymer_ranges=True))
+    designs = generator.generate(space, 160, np.random.default_rng(4))
+    _, _, phi, phi_sigma = design_quantities(patient, designs, settings)
+    model = heart_model(mesh, simulator.tuned(mesh), settings)
+    return agreement_with_monodomain(
+        model, designs.coverage_index, phi, phi_sigma, settings, per_coverage=6
+    )
+
+
+def test_screening_agrees_with_the_monodomain(screening_agreement):
+    """Total activation within 2 ms or 2%, border-zone velocity within 5%, block agreeing and
+    the RVI ranked alike (Spearman >= 0.95), over every coverage and the whole conductivity
+    range."""
+    agreement = screening_agreement
+    assert set(agreement.coverage) == {"scar_only", "scar_bz25", "scar_bz50", "scar_bz100"}
+    assert agreement.activation_within(2.0, 0.02).all()
+    assert np.nanmax(agreement.velocity_error()) < 0.05
+    assert agreement.block_agrees().all()
+    assert agreement.rvi_rank_correlation() >= 0.95
+    # The gel's conductance spans the range where it matters: activation changes by more
+    # than the tolerance across the sample, so agreement is not agreement with a constant.
+    activation = agreement.monodomain["total_activation_time_ms"]
+    assert np.ptp(activation) > 20.0
+
+
+def test_screening_solves_few_designs_directly(ep, patient, lv_mesh, make_designs):
+    """A coverage with fewer designs than curves would cost is solved design by design: the
+    screening fidelity then equals the validation fidelity."""
+    designs = make_designs(
+        ["pegda-3400"] * 3, "scar_bz50", 20.0, 200.0, [0.001, 0.03, 0.3], [0.5, 1.0, 2.0]
+    )
+    screening = ReferenceEP(ReferenceEPSettings(fidelity="screening"))
+    validation = ep.simulate(patient, lv_mesh, designs, None)
+    screened = screening.simulate(patient, lv_mesh, designs, None)
+    for name in validation.values:
+        np.testing.assert_array_equal(screened[name], validation[name])

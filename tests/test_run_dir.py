@@ -150,13 +150,13 @@ def test_changed_plugin_code_cannot_reuse_stale_results(write_pipeline, install_
         "[execution]", '[mesh]\nplugin = "slab"\n\n[simulators.misbehaving]\n\n[execution]'
     )
     path = write_pipeline(text)
-    first = run_quietly(path, registry)
+    first = run_quietly(path, registry, to_stage="simulate")
     assert first.ran == ["cohort", "designs", "meshes", "simulate"]
-    assert run_quietly(path, registry).ran == []
+    assert run_quietly(path, registry, to_stage="simulate").ran == []
     # The plugin's code changes; its version (1.0) does not: its results must be redone.
     module = path.parent / "site-packages" / "flaky_sims.py"
     module.write_text(module.read_text().replace("30.0 / (1", "31.0 / (1"))
-    changed = run_quietly(path, registry)
+    changed = run_quietly(path, registry, to_stage="simulate")
     assert changed.ran == ["simulate"] and changed.skipped == ["cohort", "designs", "meshes"]
 
 
@@ -173,13 +173,13 @@ def test_one_simulators_settings_rerun_only_its_units(
         "[simulators.laplace-wall-stress]\nsystolic_pressure_mmhg = 110.0\n\n[execution]"
     ).replace("LOG", str(log_dir))
     text = QUICK_PIPELINE.replace("[execution]", simulators)
-    first = run_quietly(write_pipeline(text), registry)
+    first = run_quietly(write_pipeline(text), registry, to_stage="simulate")
     assert first.ok
     assert len((log_dir / "units").read_text().splitlines()) == 3
     key = "SYN001__laplace-wall-stress"
     before = RunStore(first.run_dir).shards("outcomes").table(key, "outcomes")["wall_stress_kpa"]
     changed = text.replace("systolic_pressure_mmhg = 110.0", "systolic_pressure_mmhg = 130.0")
-    second = run_quietly(write_pipeline(changed), registry)
+    second = run_quietly(write_pipeline(changed), registry, to_stage="simulate")
     assert second.ran == ["simulate"]
     assert len((log_dir / "units").read_text().splitlines()) == 3  # misbehaving: not redone
     outcomes = RunStore(second.run_dir).shards("outcomes")

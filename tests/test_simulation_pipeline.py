@@ -56,14 +56,14 @@ def test_meshes_and_outcomes_with_units(write_pipeline, registry, monkeypatch):
 
     monkeypatch.setattr(simulate_stage, "run_simulation", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
-        run_quietly(path, registry)
+        run_quietly(path, registry, to_stage="simulate")
     resumed = []
     monkeypatch.setattr(
         simulate_stage,
         "run_simulation",
         lambda job, output: resumed.append(job.simulator.name) or real(job, output),
     )
-    summary = run_quietly(path, registry)
+    summary = run_quietly(path, registry, to_stage="simulate")
     assert summary.ran == ["simulate"] and len(resumed) == 1
 
     run_dir = summary.run_dir
@@ -81,7 +81,7 @@ def test_meshes_and_outcomes_with_units(write_pipeline, registry, monkeypatch):
     table = outcomes.table("SYN001__reference-mechanics", "outcomes")
     assert table["delta_ef_trajectory_pct"].shape == (3, 4)
     assert not table["failed"].any()
-    assert run_quietly(path, registry).ran == []
+    assert run_quietly(path, registry, to_stage="simulate").ran == []
 
 
 def test_a_patient_the_model_cannot_represent_is_a_result(write_pipeline, registry, monkeypatch):
@@ -94,7 +94,7 @@ def test_a_patient_the_model_cannot_represent_is_a_result(write_pipeline, regist
 
     monkeypatch.setattr(reference.ReferenceMechanics, "heart", cannot_calibrate)
     text = PIPELINE.replace("[simulators.reference-ep]\nmax_time_ms = 400.0\n", "")
-    summary = run_quietly(write_pipeline(text), registry)
+    summary = run_quietly(write_pipeline(text), registry, to_stage="simulate")
     assert summary.ok
     outcomes = RunStore(summary.run_dir).shards("outcomes")
     assert outcomes.meta["failed_designs"] == {"reference-mechanics": 6}
@@ -135,6 +135,7 @@ def test_journal_records_the_stages(write_pipeline, registry):
     summary = run_quietly(
         write_pipeline(PIPELINE.replace("designs_per_patient = 3", "designs_per_patient = 2")),
         registry,
+        to_stage="simulate",
     )
     events = [json.loads(line) for line in (summary.run_dir / "journal.jsonl").open()]
     finished = [e["stage"] for e in events if e["event"] == "stage_finished"]

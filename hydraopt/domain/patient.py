@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -101,6 +101,10 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in PATIENT_FEATURES)
 # Patient ids name files (meshes, simulations, work units), so they are file-name safe.
 PATIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_INFARCT_AGE_DAYS = 90.0
+# Where a patient's record comes from: measured in a real patient, or drawn by a cohort model.
+# The dataset spreads each origin proportionally over its splits, as the seeds do; "" is not
+# stated. Origin describes the record, not the heart: no simulator reads it.
+PATIENT_ORIGINS = ("real", "synthetic")
 INFARCT_AGE_RANGE_DAYS = (0.0, 36500.0)
 
 # Clinical EF and volumes come from one modality; larger gaps mean a unit or column mix-up.
@@ -126,14 +130,27 @@ class Patient:
     transmurality: float
     wall_thickness_mm: float
     infarct_age_days: float = DEFAULT_INFARCT_AGE_DAYS
+    origin: str = ""
 
     def features(self) -> np.ndarray:
         """The 11 features in :data:`FEATURE_NAMES` order, float64."""
         return np.array([getattr(self, name) for name in FEATURE_NAMES], dtype=np.float64)
 
+    def physical_record(self) -> dict[str, float | str]:
+        """Every field that describes the heart (what meshers and simulators may read): all
+        but ``origin``, so that relabelling a record does not redo its simulations."""
+        record = asdict(self)
+        del record["origin"]
+        return record
+
     def problems(self) -> list[str]:
         """Every way this patient is implausible, each naming the field; empty when valid."""
         found = []
+        if self.origin not in ("", *PATIENT_ORIGINS):
+            found.append(
+                f"origin: {self.origin!r} must be one of {', '.join(PATIENT_ORIGINS)} "
+                "(or empty: not stated)"
+            )
         if not PATIENT_ID_PATTERN.match(self.patient_id):
             found.append(
                 f"patient_id: {self.patient_id!r} must be letters, digits, '_', '.' or '-', "
@@ -235,17 +252,23 @@ class Cohort:
         for j, name in enumerate(FEATURE_NAMES):
             columns[name] = matrix[:, j]
         columns["infarct_age_days"] = np.array([p.infarct_age_days for p in self.patients])
+        columns["origin"] = np.array([p.origin for p in self.patients], dtype=object)
         return columns
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Sequence]) -> Cohort:
-        ids = [str(x.decode() if isinstance(x, bytes) else x) for x in columns["patient_id"]]
+        ids = [_text(x) for x in columns["patient_id"]]
         patients = tuple(
             Patient(
                 patient_id,
                 *(float(columns[name][i]) for name in FEATURE_NAMES),
                 infarct_age_days=float(columns["infarct_age_days"][i]),
+                origin=_text(columns["origin"][i]) if "origin" in columns else "",
             )
             for i, patient_id in enumerate(ids)
         )
         return cls(patients)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

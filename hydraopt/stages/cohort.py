@@ -36,8 +36,8 @@ def _run(context: StageContext) -> None:
 
 STAGE = Stage(
     name="cohort",
-    # 2: the cohort table carries each patient's infarct age.
-    version="2",
+    # 2: the cohort table carries each patient's infarct age; 3: and its origin.
+    version="3",
     sections=(),
     description="load or generate the patient cohort and the polymer library",
     inputs=(),

@@ -8,7 +8,7 @@ run directory.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydraopt.domain import Cohort, Patient
@@ -57,7 +57,7 @@ def _run(context: StageContext) -> None:
             function=build_patient_mesh,
             job=MeshJob(patient, mesher, views, scratch / patient.patient_id),
             plugin=mesher,
-            depends_on={"patient": asdict(patient)},
+            depends_on={"patient": patient.physical_record()},
             covers=("cohort",),
         )
         for patient in cohort

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def _run(context: StageContext) -> None:
                     job=job,
                     plugin=handle,
                     depends_on={
-                        "patient": asdict(patient),
+                        "patient": patient.physical_record(),
                         "mesh": meshes.content_digest(pid),
                         "designs": designs.content_digest(pid),
                     },

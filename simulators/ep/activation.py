@@ -26,8 +26,10 @@ its value: compare designs at one radius.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sparse
 
 from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Patient
 from hydraopt.domain.mesh import REGION_BORDER_ZONE, REGION_SCAR, PatientMesh
@@ -54,19 +56,96 @@ RVI_VULNERABLE_SHARE = 0.05
 # the last node's time alone is a sliver at the scar's edge, which depends on how the mesh
 # cuts it (assumed; the QRS ends when the bulk of the ventricle is activated).
 ACTIVATED_SHARE = 0.99
+OUTPUT_NAMES = (
+    "total_activation_time_ms",
+    "bz_conduction_velocity_m_per_s",
+    "conduction_block_pct",
+    "reentry_vulnerability_index_ms",
+)
 
 
-def evaluate_designs(
-    patient: Patient,
-    mesh: PatientMesh,
-    designs: DesignBatch,
-    tuned: TunedConductivity,
-    settings,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Outputs (name -> [n]), failed mask, failure reasons, and the activation and
-    repolarisation maps ([nodes, n] each)."""
+@dataclass(frozen=True)
+class HeartModel:
+    """One patient's mesh as the monodomain sees it, whatever the design: geometry, tissue
+    conductivities, capacitance, excitable nodes and the fast layer's stimulus. A design
+    enters only through its coverage pattern, the gel's volume fraction phi in the treated
+    elements and phi sigma_gel (:meth:`problem`)."""
+
+    points: np.ndarray
+    tetrahedra: np.ndarray
+    gradients: np.ndarray
+    region: np.ndarray
+    mass: np.ndarray
+    excitable: np.ndarray
+    stimulus_ms: np.ndarray
+    tissue: np.ndarray  # [E, 3, 3] diffusivity of the tissue
+    gel_unit: np.ndarray  # [E, 3, 3] diffusivity of 1 S/m of gel, corrected as the tissue is
+    treated: dict[str, np.ndarray]  # coverage -> treated element mask
+    rvi_radius_m: float
+
+    def parts(self, coverage: str) -> list[sparse.csr_matrix]:
+        """Stiffness of the untreated tissue, the treated tissue and 1 S/m of gel: each
+        assembled over its own elements only, so the per-design parts cost in proportion to
+        the treated region."""
+        treated = self.treated[coverage]
+        n_nodes = len(self.points)
+        kept, covered = self.tetrahedra[~treated], self.tetrahedra[treated]
+        return [
+            stiffness_matrix(self.points, kept, self.tissue[~treated], n_nodes),
+            stiffness_matrix(self.points, covered, self.tissue[treated], n_nodes),
+            stiffness_matrix(self.points, covered, self.gel_unit[treated], n_nodes),
+        ]
+
+    def treated_tissue_conducts(self, coverage: str) -> bool:
+        """Whether the treated elements hold conducting tissue; when they do not (a scar-only
+        patch over scar), phi acts only through phi sigma_gel."""
+        return bool(np.any(self.tissue[self.treated[coverage]]))
+
+    def solve(
+        self,
+        parts: list[sparse.csr_matrix],
+        phi: np.ndarray,
+        phi_sigma: np.ndarray,
+        settings,
+        repolarise: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Activation and repolarisation times [nodes, designs] (without ``repolarise``, the
+        beat stops once every node has activated and repolarisation is all inf); designs are
+        integrated in batches of alike stiffness, since batch-mates share a time step set by
+        the stiffest."""
+        n = len(phi)
+        activation = np.full((len(self.points), n), np.inf)
+        repolarisation = np.full((len(self.points), n), np.inf)
+        order = np.argsort(phi_sigma, kind="stable")
+        for start in range(0, n, BATCH):
+            batch = order[start : start + BATCH]
+            weights = [np.ones(len(batch)), 1.0 - phi[batch], phi_sigma[batch]]
+            problem = Problem(
+                self.mass, list(zip(parts, weights, strict=True)), self.excitable, self.stimulus_ms
+            )
+            solution = solve_activation(problem, settings.max_time_ms, repolarise=repolarise)
+            activation[:, batch] = solution.times_ms
+            repolarisation[:, batch] = solution.repolarisation_ms
+        return activation, repolarisation
+
+    def measures(self, activation: np.ndarray, repolarisation: np.ndarray) -> dict[str, np.ndarray]:
+        return measures(
+            activation,
+            repolarisation,
+            self.points,
+            self.gradients,
+            self.tetrahedra,
+            self.region,
+            self.mass,
+            self.excitable,
+            np.isfinite(self.stimulus_ms),
+            self.rvi_radius_m,
+        )
+
+
+def heart_model(mesh: PatientMesh, tuned: TunedConductivity, settings) -> HeartModel:
     points, tetrahedra = mesh.points_m, mesh.tetrahedra
-    n_nodes, n = len(points), len(designs)
+    n_nodes = len(points)
     region = mesh.cell_data["region"]
     fibres = mesh.cell_data["fibre_direction"]
     gradients, _ = shape_gradients(points, tetrahedra)
@@ -77,11 +156,7 @@ def evaluate_designs(
     bz = region == REGION_BORDER_ZONE
     along = np.select([scar, bz], [0.0, tuned["bz_fibre"]], tuned["remote_fibre"])
     across = np.select([scar, bz], [0.0, tuned["bz_cross"]], tuned["remote_cross"])
-    tissue = conductivity_tensors(fibres, along, across)
     ones = np.ones(len(tetrahedra))
-    gel_unit = conductivity_tensors(
-        fibres, tuned.correction("fibre") * ones, tuned.correction("cross") * ones
-    )  # 1 S/m of gel, corrected as the tissue is
     excitable = ~node_mask_of_elements(tetrahedra, scar, n_nodes, True)
     layer_ms = endocardial_activation_ms(
         mesh,
@@ -90,59 +165,78 @@ def evaluate_designs(
         settings.fast_layer_extent,
         tuned.edge_length_m,
     )
-    stimulus_ms = np.where(excitable, layer_ms, np.inf)
+    return HeartModel(
+        points=points,
+        tetrahedra=tetrahedra,
+        gradients=gradients,
+        region=region,
+        mass=mass,
+        excitable=excitable,
+        stimulus_ms=np.where(excitable, layer_ms, np.inf),
+        tissue=conductivity_tensors(fibres, along, across),
+        gel_unit=conductivity_tensors(
+            fibres, tuned.correction("fibre") * ones, tuned.correction("cross") * ones
+        ),
+        treated={c: mesh.treated(c) for c in COVERAGE_PATTERNS},
+        rvi_radius_m=settings.rvi_radius_mm * 1e-3,
+    )
 
+
+def design_quantities(
+    patient: Patient, designs: DesignBatch, settings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per design: infeasible mask and reasons, the gel's volume fraction phi in the treated
+    elements and phi sigma_gel [S/m]: all the monodomain sees of a design besides its
+    coverage pattern."""
     infeasible, reasons = polymer_feasibility(designs)
     gel = gel_state(designs, patient.wall_thickness_mm, settings.evaluation_weeks)
-    gel_fraction = gel.thickness_ratio / (1.0 + gel.thickness_ratio)
+    phi = gel.thickness_ratio / (1.0 + gel.thickness_ratio)
+    return infeasible, reasons, phi, phi * designs.conductivity_s_per_m
 
-    activation = np.full((n_nodes, n), np.inf)
-    repolarisation = np.full((n_nodes, n), np.inf)
+
+def evaluate_designs(
+    patient: Patient,
+    mesh: PatientMesh,
+    designs: DesignBatch,
+    tuned: TunedConductivity,
+    settings,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Outputs (name -> [n]), failed mask, failure reasons, and the activation and
+    repolarisation maps ([nodes, n] each; empty at screening fidelity, whose outputs are
+    interpolated, not solved per design)."""
+    from hydraopt_simulators.ep.screening import screened_outputs
+
+    model = heart_model(mesh, tuned, settings)
+    n = len(designs)
+    infeasible, reasons, phi, phi_sigma = design_quantities(patient, designs, settings)
+    values = {name: np.full(n, np.nan) for name in OUTPUT_NAMES}
+    maps: dict[str, np.ndarray] = {}
+    if settings.fidelity == "validation":
+        activation = np.full((len(model.points), n), np.inf)
+        repolarisation = np.full((len(model.points), n), np.inf)
     for c, coverage in enumerate(COVERAGE_PATTERNS):
         rows = np.flatnonzero((designs.coverage_index == c) & ~infeasible)
         if not len(rows):
             continue
-        # Batch-mates share a time step, set by the most conductive: group alike ones.
-        rows = rows[np.argsort(gel_fraction[rows] * designs.conductivity_s_per_m[rows])]
-        # Untreated tissue, treated tissue and gel; each assembled over its own elements only,
-        # so the per-design parts cost in proportion to the treated region.
-        treated = mesh.treated(coverage)
-        kept, covered = tetrahedra[~treated], tetrahedra[treated]
-        parts = [
-            stiffness_matrix(points, kept, tissue[~treated], len(points)),
-            stiffness_matrix(points, covered, tissue[treated], len(points)),
-            stiffness_matrix(points, covered, gel_unit[treated], len(points)),
-        ]
-        for start in range(0, len(rows), BATCH):
-            batch = rows[start : start + BATCH]
-            phi = gel_fraction[batch]
-            weights = [np.ones(len(batch)), 1.0 - phi, phi * designs.conductivity_s_per_m[batch]]
-            problem = Problem(mass, list(zip(parts, weights, strict=True)), excitable, stimulus_ms)
-            solution = solve_activation(problem, settings.max_time_ms, repolarise=True)
-            activation[:, batch] = solution.times_ms
-            repolarisation[:, batch] = solution.repolarisation_ms
-    values = measures(
-        activation,
-        repolarisation,
-        points,
-        gradients,
-        tetrahedra,
-        region,
-        mass,
-        excitable,
-        np.isfinite(stimulus_ms),
-        settings.rvi_radius_mm * 1e-3,
-    )
+        if settings.fidelity == "screening":
+            found = screened_outputs(model, coverage, phi[rows], phi_sigma[rows], settings).values
+        else:
+            at, rt = model.solve(model.parts(coverage), phi[rows], phi_sigma[rows], settings)
+            activation[:, rows], repolarisation[:, rows] = at, rt
+            found = model.measures(at, rt)
+        for name in OUTPUT_NAMES:
+            values[name][rows] = found[name]
+    if settings.fidelity == "validation":
+        maps = {
+            "activation_time_ms": np.where(np.isfinite(activation), activation, np.nan),
+            "repolarisation_time_ms": np.where(np.isfinite(repolarisation), repolarisation, np.nan),
+        }
     failed = infeasible | ~np.isfinite(values["total_activation_time_ms"])
     reasons = np.where(
         infeasible | ~failed, reasons, "no myocardium activated within the simulated time"
     )
     for name in values:
         values[name][infeasible] = np.nan
-    maps = {
-        "activation_time_ms": np.where(np.isfinite(activation), activation, np.nan),
-        "repolarisation_time_ms": np.where(np.isfinite(repolarisation), repolarisation, np.nan),
-    }
     return values, failed, reasons, maps
 
 

@@ -87,78 +87,36 @@ class Activation:
 
 def solve_activation(problem: Problem, max_time_ms: float, repolarise: bool = False) -> Activation:
     """Integrate from rest until every excitable node of every design has activated (and, with
-    ``repolarise``, repolarised again), or ``max_time_ms``."""
+    ``repolarise``, repolarised again), or ``max_time_ms`` (compiled: :mod:`.kernel`)."""
+    from hydraopt_simulators.ep.kernel import integrate, stacked_parts
+
     n_nodes, n_designs = len(problem.mass), problem.n_designs
-    dt = problem.stable_step_ms()
-    v = np.zeros((n_nodes, n_designs))
-    h = np.ones((n_nodes, n_designs))
-    h[~problem.excitable] = 0.0  # no inward current where there are no myocytes
+    indptr, indices, data, weights = stacked_parts(problem.parts, n_nodes)
     times = np.full((n_nodes, n_designs), np.inf)
     repolarised = np.full((n_nodes, n_designs), np.inf)
-    inverse_mass = (1.0 / problem.mass)[:, None]
-    stimulated = np.isfinite(problem.stimulus_ms)
-    onset = problem.stimulus_ms[stimulated][:, None]
-    open_decay = np.exp(-dt / TAU_OPEN_MS)
-    close_decay = np.exp(-dt / TAU_CLOSE_MS)
-    excitable = problem.excitable[:, None]
-    passive = ~problem.excitable
-    # Per passive node and design: its diagonal stiffness, for the point-implicit update.
-    diagonal = sum(
-        matrix.diagonal()[passive][:, None] * weights[None, :] for matrix, weights in problem.parts
+    end_ms = integrate(
+        indptr,
+        indices,
+        data,
+        weights,
+        np.asarray(problem.mass, dtype=float),
+        np.asarray(problem.excitable, dtype=bool),
+        np.asarray(problem.stimulus_ms, dtype=float),
+        problem.stable_step_ms(),
+        float(max_time_ms),
+        repolarise,
+        TAU_IN_MS,
+        TAU_OUT_MS,
+        TAU_OPEN_MS,
+        TAU_CLOSE_MS,
+        V_GATE,
+        ACTIVATION_THRESHOLD,
+        STIMULUS_DURATION_MS,
+        STIMULUS_STRENGTH_PER_MS,
+        times,
+        repolarised,
     )
-    passive_mass = problem.mass[passive][:, None]
-    implicit = passive_mass + dt * diagonal + dt * passive_mass / TAU_OUT_MS
-    last_onset = onset.max() if len(onset) else 0.0
-    t = 0.0
-    check_every = max(1, int(1.0 / dt))
-    step = 0
-    while t < max_time_ms:
-        diffusion = np.zeros_like(v)
-        for matrix, weights in problem.parts:
-            diffusion += matrix @ (v * weights[None, :])
-        rate = h * v * v * (1.0 - v) / TAU_IN_MS - v / TAU_OUT_MS - diffusion * inverse_mass
-        if t < last_onset + STIMULUS_DURATION_MS:
-            on = (t >= onset) & (t < onset + STIMULUS_DURATION_MS)
-            rate[stimulated] += on * STIMULUS_STRENGTH_PER_MS
-        v_new = v + dt * rate
-        if passive.any():
-            neighbours = diffusion[passive] - diagonal * v[passive]
-            v_new[passive] = (passive_mass * v[passive] - dt * neighbours) / implicit
-        h = np.where(v < V_GATE, 1.0 - (1.0 - h) * open_decay, h * close_decay)
-        h = np.where(excitable, h, 0.0)
-        _record_crossing(times, v, v_new, t, dt, ACTIVATION_THRESHOLD, rising=True)
-        if repolarise:
-            _record_crossing(repolarised, v, v_new, t, dt, V_GATE, rising=False, after=times)
-        v = v_new
-        t += dt
-        step += 1
-        if step % check_every == 0:
-            pending = repolarised if repolarise else times
-            if np.isfinite(pending[problem.excitable]).all():
-                break
-    return Activation(times, repolarised, t)
-
-
-def _record_crossing(
-    times: np.ndarray,
-    v: np.ndarray,
-    v_new: np.ndarray,
-    t: float,
-    dt: float,
-    threshold: float,
-    rising: bool,
-    after: np.ndarray | None = None,
-) -> None:
-    """Store, where not yet stored, the interpolated time v crosses ``threshold`` upward
-    (``rising``) or downward, the latter only after the node's time in ``after``."""
-    if rising:
-        crossed = (v_new >= threshold) & (v < threshold)
-    else:
-        crossed = (v_new < threshold) & (v >= threshold) & (after <= t)
-    crossed &= np.isinf(times)
-    if crossed.any():
-        fraction = (threshold - v[crossed]) / (v_new[crossed] - v[crossed])
-        times[crossed] = t + dt * fraction
+    return Activation(times, repolarised, end_ms)
 
 
 def node_mask_of_elements(

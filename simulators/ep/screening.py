@@ -1,0 +1,338 @@
+"""The screening fidelity of ``reference-ep``: the monodomain, solved where the design space
+needs it and interpolated between.
+
+The monodomain problem depends on a design only through its coverage pattern, the gel's
+volume fraction phi in the treated elements and phi sigma_gel (:mod:`.activation`): the
+treated tissue conducts (1 - phi) sigma_tissue and the gel phi sigma_gel. A patient's thousands
+of designs are therefore a few curves: per coverage pattern, the outputs over phi sigma_gel
+(log-spaced: the gel's effect grows over decades of conductivity) at the smallest and the
+largest phi of its designs, linear in phi between them. Where the treated elements hold no
+tissue (a scar-only patch over scar), phi acts only through phi sigma_gel and one curve is
+enough. Designs whose gel has gone are the untreated heart, solved once.
+
+Activation (total activation time, border-zone velocity, block) and repolarisation (the RVI)
+are followed by separate curves: the first from beats stopped once every node has activated
+(about a third of a full beat), the second from full beats; each is refined by its own
+outputs' tolerance. Each curve starts at one node per decade over the designs' range of phi
+sigma_gel and is refined where it needs it: an interval's midpoint is solved, and when it
+differs from the monotone cubic (PCHIP) interpolation of the nodes around it by more than the
+tolerance (:data:`TOLERANCE`, about half the agreement the fidelity is verified to), both
+halves are refined again, up to :data:`MAX_REFINEMENTS` times. An interval across which
+conduction block or activation appears or disappears cannot be interpolated: designs in it are
+solved directly, as are those of an interval still outside the tolerance after the last
+refinement. A coverage
+with fewer designs than the curves would cost is solved design by design. Nodes and direct
+solves are the validation fidelity's own monodomain solutions, so the screening fidelity
+agrees with it exactly there and to the tolerance between (checked in
+``tests/test_reference_ep.py`` and ``benchmarks/bench_ep_screening.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+from hydraopt_simulators.ep.activation import OUTPUT_NAMES, HeartModel
+
+# Largest disagreement between an interval's solved midpoint and its interpolation before the
+# interval is refined: half of the screening fidelity's verified agreement with the
+# monodomain (2 ms total activation, 5% border-zone velocity; the RVI, verified by rank, is
+# held to its own 1 ms: assumed).
+TOLERANCE = {
+    "total_activation_time_ms": ("ms", 1.0),
+    "reentry_vulnerability_index_ms": ("ms", 1.0),
+    "bz_conduction_velocity_m_per_s": ("relative", 0.025),
+}
+ACTIVATION_OUTPUTS = (
+    "total_activation_time_ms",
+    "bz_conduction_velocity_m_per_s",
+    "conduction_block_pct",
+)
+REPOLARISATION_OUTPUTS = ("reentry_vulnerability_index_ms",)
+NODES_PER_DECADE = 1.0  # starting nodes of phi sigma_gel
+MAX_REFINEMENTS = 4  # bisections of an interval: at most 16 sub-intervals per decade
+# A coverage is solved design by design when its designs are at most this many times the
+# starting nodes: the curves would cost as much as the designs.
+DIRECT_BELOW = 2.0
+
+
+@dataclass
+class Screened:
+    """Outputs of one coverage's designs and what they cost: monodomain solutions at curve
+    nodes, and designs solved directly."""
+
+    values: dict[str, np.ndarray]
+    node_solves: int = 0
+    direct_solves: int = 0
+
+
+def screened_outputs(
+    model: HeartModel,
+    coverage: str,
+    phi: np.ndarray,
+    phi_sigma: np.ndarray,
+    settings,
+    always_interpolate: bool = False,
+) -> Screened:
+    """Outputs of designs with gel volume fractions ``phi`` and ``phi_sigma`` [S/m] under
+    ``coverage`` (``always_interpolate``: build the curves however few the designs, for
+    verification)."""
+    n = len(phi)
+    result = Screened({name: np.full(n, np.nan) for name in OUTPUT_NAMES})
+    parts = model.parts(coverage)
+
+    def solve(phis: np.ndarray, sigmas: np.ndarray) -> dict[str, np.ndarray]:
+        activation, repolarisation = model.solve(parts, phis, sigmas, settings)
+        return model.measures(activation, repolarisation)
+
+    gone = phi <= 0
+    if gone.any():  # no gel: the untreated heart, the same under every coverage
+        untreated = solve(np.zeros(1), np.zeros(1))
+        result.node_solves += 1
+        for name in OUTPUT_NAMES:
+            result.values[name][gone] = untreated[name][0]
+    rows = np.flatnonzero(~gone)
+    if not len(rows):
+        return result
+    phi_nodes = _phi_nodes(model, coverage, phi[rows])
+    log_s = np.log10(phi_sigma[rows])
+    n_start = max(2, int(np.ceil((log_s.max() - log_s.min()) * NODES_PER_DECADE)) + 1)
+    small = len(rows) <= DIRECT_BELOW * n_start * len(phi_nodes)
+    if log_s.max() - log_s.min() < 1e-9 or (small and not always_interpolate):
+        found = solve(phi[rows], phi_sigma[rows])
+        result.direct_solves += len(rows)
+        for name in OUTPUT_NAMES:
+            result.values[name][rows] = found[name]
+        return result
+    start = np.linspace(log_s.min(), log_s.max(), n_start)
+    direct = np.zeros(len(rows), dtype=bool)
+    for names, repolarise in ((ACTIVATION_OUTPUTS, False), (REPOLARISATION_OUTPUTS, True)):
+
+        def solve_nodes(phis: np.ndarray, sigmas: np.ndarray, repolarise=repolarise):
+            activation, repolarisation = model.solve(parts, phis, sigmas, settings, repolarise)
+            return model.measures(activation, repolarisation)
+
+        curves = _Curves(names, phi_nodes, start, solve_nodes)
+        result.node_solves += curves.refine(log_s)
+        direct |= curves.needs_direct(log_s)
+        for name, values in curves.interpolate(phi[rows], log_s).items():
+            result.values[name][rows] = values
+    if direct.any():
+        found = solve(phi[rows[direct]], phi_sigma[rows[direct]])
+        result.direct_solves += int(direct.sum())
+        for name in OUTPUT_NAMES:
+            result.values[name][rows[direct]] = found[name]
+    return result
+
+
+def _phi_nodes(model: HeartModel, coverage: str, phi: np.ndarray) -> np.ndarray:
+    if model.treated_tissue_conducts(coverage) and np.ptp(phi) > 0:
+        return np.array([phi.min(), phi.max()])
+    return np.array([np.median(phi)])  # phi acts only through phi sigma_gel
+
+
+class _Curves:
+    """Outputs ``names`` at nodes (phi node x log10 phi sigma_gel node), refined where they
+    bend."""
+
+    def __init__(
+        self, names: tuple[str, ...], phi_nodes: np.ndarray, log_s_nodes: np.ndarray, solve
+    ) -> None:
+        self.names = names
+        self.phi_nodes = phi_nodes
+        self.log_s = np.array(log_s_nodes, dtype=float)
+        self._solve = solve
+        self.table = self._solved(self.log_s)  # name -> [phi nodes, s nodes]
+        self.unresolved: set[tuple[float, float]] = set()
+
+    def _solved(self, log_s: np.ndarray) -> dict[str, np.ndarray]:
+        phis = np.repeat(self.phi_nodes, len(log_s))
+        sigmas = np.tile(10.0**log_s, len(self.phi_nodes))
+        found = self._solve(phis, sigmas)
+        return {name: found[name].reshape(len(self.phi_nodes), len(log_s)) for name in self.names}
+
+    def refine(self, log_s_designs: np.ndarray) -> int:
+        """Bisect intervals holding designs until their midpoints agree with interpolation
+        (and narrow those across which block or activation changes); return the number of
+        monodomain solutions."""
+        solves = self.table[self.names[0]].size
+        pending = _holding(list(zip(self.log_s[:-1], self.log_s[1:], strict=True)), log_s_designs)
+        for _ in range(MAX_REFINEMENTS):
+            if not pending:
+                break
+            middles = np.array([(a + b) / 2 for a, b in pending])
+            predicted = self._interpolated_rows(middles)
+            solved = self._solved(middles)
+            solves += solved[self.names[0]].size
+            self._insert(middles, solved)
+            again = []
+            for k, (a, b) in enumerate(pending):
+                m = middles[k]
+                if not _agrees(predicted, solved, k, self.names):
+                    again += [(a, m), (m, b)]
+                    continue
+                again += [half for half in ((a, m), (m, b)) if self._changes_kind(*half)]
+            pending = _holding(again, log_s_designs)
+        self.unresolved = set(pending)
+        return solves
+
+    def needs_direct(self, log_s_designs: np.ndarray) -> np.ndarray:
+        """Designs in an interval still outside the tolerance, or across which block or
+        activation changes."""
+        direct = np.zeros(len(log_s_designs), dtype=bool)
+        for a, b in self.unresolved:
+            direct |= (log_s_designs >= a) & (log_s_designs <= b)
+        for a, b in zip(self.log_s[:-1], self.log_s[1:], strict=True):
+            if self._changes_kind(a, b):
+                direct |= (log_s_designs >= a) & (log_s_designs <= b)
+        return direct
+
+    def interpolate(self, phi: np.ndarray, log_s: np.ndarray) -> dict[str, np.ndarray]:
+        """Monotone cubic in log10 phi sigma_gel along each phi node, linear in phi between."""
+        if len(self.phi_nodes) == 1:
+            weight = np.zeros(len(phi))
+        else:
+            low, high = self.phi_nodes
+            weight = np.clip((phi - low) / (high - low), 0.0, 1.0)
+        result = {}
+        for name in self.names:
+            along = [
+                PchipInterpolator(self.log_s, self.table[name][j])(log_s)
+                for j in range(len(self.phi_nodes))
+            ]
+            result[name] = (
+                along[0] if len(along) == 1 else (1 - weight) * along[0] + weight * along[1]
+            )
+        return result
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _interpolated_rows(self, log_s: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            name: np.stack(
+                [
+                    PchipInterpolator(self.log_s, self.table[name][j])(log_s)
+                    for j in range(len(self.phi_nodes))
+                ]
+            )
+            for name in self.names
+        }
+
+    def _insert(self, log_s: np.ndarray, solved: dict[str, np.ndarray]) -> None:
+        merged = np.concatenate([self.log_s, log_s])
+        order = np.argsort(merged, kind="stable")
+        self.log_s = merged[order]
+        for name in self.names:
+            self.table[name] = np.concatenate([self.table[name], solved[name]], axis=1)[:, order]
+
+    def _changes_kind(self, a: float, b: float) -> bool:
+        """Whether block appears or disappears, or an output becomes (non-)finite, between
+        the nodes at log10 phi sigma_gel ``a`` and ``b``."""
+        i, j = np.searchsorted(self.log_s, [a, b])
+        for name in self.names:
+            first, second = self.table[name][:, i], self.table[name][:, j]
+            if not np.array_equal(np.isfinite(first), np.isfinite(second)):
+                return True
+        block = self.table.get("conduction_block_pct")
+        return block is not None and bool(np.any((block[:, i] > 0) != (block[:, j] > 0)))
+
+
+def _agrees(
+    predicted: dict[str, np.ndarray], solved: dict[str, np.ndarray], k: int, names: tuple[str, ...]
+) -> bool:
+    """Whether interpolation predicted the k-th solved midpoint within :data:`TOLERANCE`."""
+    for name, (kind, tolerance) in TOLERANCE.items():
+        if name not in names:
+            continue
+        guess, truth = predicted[name][:, k], solved[name][:, k]
+        finite = np.isfinite(truth)
+        if not np.array_equal(np.isfinite(guess), finite):
+            return False
+        error = np.abs(guess[finite] - truth[finite])
+        if kind == "relative":
+            error = error / np.maximum(np.abs(truth[finite]), 1e-12)
+        if np.any(error > tolerance):
+            return False
+    return True
+
+
+def _holding(
+    intervals: list[tuple[float, float]], log_s_designs: np.ndarray
+) -> list[tuple[float, float]]:
+    """The intervals that hold at least one design."""
+    return [(a, b) for a, b in intervals if np.any((log_s_designs >= a) & (log_s_designs <= b))]
+
+
+@dataclass
+class Agreement:
+    """Screening against validation for a sample of designs (rows aligned)."""
+
+    coverage: np.ndarray  # [sample] coverage pattern
+    screened: dict[str, np.ndarray]
+    monodomain: dict[str, np.ndarray]
+    node_solves: int
+    direct_solves: int
+    designs: int
+
+    def activation_within(self, ms: float, share: float) -> np.ndarray:
+        """Per sampled design: total activation within ``ms`` or ``share`` of the monodomain's."""
+        name = "total_activation_time_ms"
+        error = np.abs(self.screened[name] - self.monodomain[name])
+        return (error <= ms) | (error <= share * np.abs(self.monodomain[name]))
+
+    def velocity_error(self) -> np.ndarray:
+        name = "bz_conduction_velocity_m_per_s"
+        return np.abs(self.screened[name] / self.monodomain[name] - 1.0)
+
+    def block_agrees(self) -> np.ndarray:
+        name = "conduction_block_pct"
+        return (self.screened[name] > 0) == (self.monodomain[name] > 0)
+
+    def rvi_rank_correlation(self) -> float:
+        from scipy.stats import spearmanr
+
+        name = "reentry_vulnerability_index_ms"
+        return float(spearmanr(self.screened[name], self.monodomain[name]).statistic)
+
+
+def agreement_with_monodomain(
+    model: HeartModel,
+    coverage_index: np.ndarray,
+    phi: np.ndarray,
+    phi_sigma: np.ndarray,
+    settings,
+    per_coverage: int,
+) -> Agreement:
+    """Screen every design (curves built however few they are), then solve a sample of
+    ``per_coverage`` designs per coverage pattern, evenly spread over phi sigma_gel from the
+    smallest to the largest, with the monodomain itself."""
+    from hydraopt.domain import COVERAGE_PATTERNS
+
+    coverages, screened, monodomain = [], [], []
+    nodes = direct = 0
+    for c, coverage in enumerate(COVERAGE_PATTERNS):
+        rows = np.flatnonzero((coverage_index == c) & (phi > 0))
+        if not len(rows):
+            continue
+        result = screened_outputs(
+            model, coverage, phi[rows], phi_sigma[rows], settings, always_interpolate=True
+        )
+        nodes, direct = nodes + result.node_solves, direct + result.direct_solves
+        order = np.argsort(phi_sigma[rows], kind="stable")
+        sample = order[np.unique(np.linspace(0, len(rows) - 1, per_coverage).round().astype(int))]
+        activation, repolarisation = model.solve(
+            model.parts(coverage), phi[rows][sample], phi_sigma[rows][sample], settings
+        )
+        monodomain.append(model.measures(activation, repolarisation))
+        screened.append({name: values[sample] for name, values in result.values.items()})
+        coverages += [coverage] * len(sample)
+    return Agreement(
+        coverage=np.array(coverages),
+        screened={n: np.concatenate([s[n] for s in screened]) for n in OUTPUT_NAMES},
+        monodomain={n: np.concatenate([m[n] for m in monodomain]) for n in OUTPUT_NAMES},
+        node_solves=nodes,
+        direct_solves=direct,
+        designs=int(np.sum(phi > 0)),
+    )
