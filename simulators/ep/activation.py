@@ -26,7 +26,7 @@ its value: compare designs at one radius.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sparse
@@ -38,12 +38,17 @@ from hydraopt_simulators.ep.solver import (
     Problem,
     node_mask_of_elements,
     solve_activation,
+    stable_step_ms,
 )
 from hydraopt_simulators.ep.tissue import TunedConductivity, conductivity_tensors
 from hydraopt_simulators.fem import lumped_mass, shape_gradients, stiffness_matrix
 from hydraopt_simulators.hydrogel import gel_state, polymer_feasibility
 
 BATCH = 32  # designs integrated together
+# A batch takes no design whose stable step is below this share of its first design's: the
+# batch shares the smallest step, so mixing a stiff design into a batch of soft ones would
+# slow them all.
+BATCH_STEP_RATIO = 0.8
 # Membrane (capacitance) per volume of scar relative to myocardium (assumed: the fibroblasts
 # and surviving myocytes of a scar).
 SCAR_CAPACITANCE_FRACTION = 0.1
@@ -82,6 +87,7 @@ class HeartModel:
     gel_unit: np.ndarray  # [E, 3, 3] diffusivity of 1 S/m of gel, corrected as the tissue is
     treated: dict[str, np.ndarray]  # coverage -> treated element mask
     rvi_radius_m: float
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def parts(self, coverage: str) -> list[sparse.csr_matrix]:
         """Stiffness of the untreated tissue, the treated tissue and 1 S/m of gel: each
@@ -116,9 +122,7 @@ class HeartModel:
         n = len(phi)
         activation = np.full((len(self.points), n), np.inf)
         repolarisation = np.full((len(self.points), n), np.inf)
-        order = np.argsort(phi_sigma, kind="stable")
-        for start in range(0, n, BATCH):
-            batch = order[start : start + BATCH]
+        for batch in self._batches(parts, phi, phi_sigma):
             weights = [np.ones(len(batch)), 1.0 - phi[batch], phi_sigma[batch]]
             problem = Problem(
                 self.mass, list(zip(parts, weights, strict=True)), self.excitable, self.stimulus_ms
@@ -127,6 +131,41 @@ class HeartModel:
             activation[:, batch] = solution.times_ms
             repolarisation[:, batch] = solution.repolarisation_ms
         return activation, repolarisation
+
+    def _batches(
+        self, parts: list[sparse.csr_matrix], phi: np.ndarray, phi_sigma: np.ndarray
+    ) -> list[np.ndarray]:
+        """Designs grouped to be integrated together: in order of their stable time step
+        (largest first), a batch closing when full or when a design would need a step below
+        :data:`BATCH_STEP_RATIO` of the batch's first (batch-mates share the smallest)."""
+        rows = np.stack([np.asarray(abs(part).sum(axis=1)).ravel() for part in parts])
+        rows = rows[:, self.excitable] / self.mass[self.excitable]
+        step = np.empty(len(phi))
+        for start in range(0, len(phi), BATCH):
+            chunk = slice(start, start + BATCH)
+            weights = np.stack([np.ones_like(phi[chunk]), 1.0 - phi[chunk], phi_sigma[chunk]])
+            step[chunk] = stable_step_ms((weights.T @ rows).max(axis=1))
+        order = np.lexsort((phi_sigma, -step))
+        batches: list[list[int]] = []
+        for row in order:
+            if (
+                not batches
+                or len(batches[-1]) == BATCH
+                or step[row] < BATCH_STEP_RATIO * step[batches[-1][0]]
+            ):
+                batches.append([])
+            batches[-1].append(int(row))
+        return [np.array(batch) for batch in batches]
+
+    def untreated(self, settings) -> dict[str, float]:
+        """The outputs of the heart without gel (kept: the same under every coverage)."""
+        if "untreated" not in self.cache:
+            activation, repolarisation = self.solve(
+                self.parts(COVERAGE_PATTERNS[0]), np.zeros(1), np.zeros(1), settings
+            )
+            found = self.measures(activation, repolarisation)
+            self.cache["untreated"] = {name: float(found[name][0]) for name in OUTPUT_NAMES}
+        return self.cache["untreated"]
 
     def measures(self, activation: np.ndarray, repolarisation: np.ndarray) -> dict[str, np.ndarray]:
         return measures(

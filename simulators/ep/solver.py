@@ -71,8 +71,15 @@ class Problem:
         bound = np.zeros(len(self.mass))
         for matrix, weights in self.parts:
             bound += np.asarray(abs(matrix).sum(axis=1)).ravel() * max(weights.max(), 0.0)
-        lam = (bound / self.mass)[self.excitable].max()
-        return float(min(REACTION_STEP_MS, 0.9 * 2.0 / lam)) if lam > 0 else REACTION_STEP_MS
+        return float(stable_step_ms((bound / self.mass)[self.excitable].max()))
+
+
+def stable_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | np.ndarray:
+    """The explicit step for a bound on the largest eigenvalue of M^-1 K [1/ms]: 90% of the
+    stability limit 2 / lambda, and never above the reaction's accuracy limit."""
+    lam = np.asarray(largest_eigenvalue_bound, dtype=float)
+    safe = np.where(lam > 0, lam, 1.0)
+    return np.where(lam > 0, np.minimum(REACTION_STEP_MS, 0.9 * 2.0 / safe), REACTION_STEP_MS)
 
 
 @dataclass
