@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hydraopt.config import DesignSpaceConfig, build_design_space
+from hydraopt.config import SEEDS_OPTIMAL_THRESHOLDS, DesignSpaceConfig, build_design_space
 from hydraopt.errors import DataError
 from hydraopt.inputs import SYNTHETIC_COHORT_STREAM
 from hydraopt.polymer_library import read_polymer_library
@@ -35,9 +35,20 @@ from hydraopt_simulators.mechanics.reference import (
     ReferenceMechanicsSettings,
 )
 
-OPTIMAL_DELTA_EF_PCT = 3.0
-OPTIMAL_STRESS_REDUCTION_PCT = 15.0
+OPTIMAL_DELTA_EF_PCT = SEEDS_OPTIMAL_THRESHOLDS["delta_ef_pct"]
+OPTIMAL_STRESS_REDUCTION_PCT = SEEDS_OPTIMAL_THRESHOLDS["bz_stress_reduction_pct"]
 PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def is_optimal(delta_ef: np.ndarray, relief: np.ndarray) -> np.ndarray:
+    """The seeds' rule: both thresholds reached."""
+    return (delta_ef >= OPTIMAL_DELTA_EF_PCT) & (relief >= OPTIMAL_STRESS_REDUCTION_PCT)
+
+
+def percentile_line(label: str, values: np.ndarray, decimals: int) -> str:
+    """``  LABEL p5/25/50/75/95: a / b / ... ; max m``"""
+    shown = " / ".join(f"{v:.{decimals}f}" for v in np.percentile(values, PERCENTILES))
+    return f"  {label} p{'/'.join(map(str, PERCENTILES))}: {shown}; max {values.max():.{decimals}f}"
 
 
 def main() -> None:
@@ -76,7 +87,7 @@ def main() -> None:
         ok = ~outcomes.failed
         delta_ef = outcomes["delta_ef_pct"][ok]
         relief = outcomes["bz_stress_reduction_pct"][ok]
-        optimal = (delta_ef >= OPTIMAL_DELTA_EF_PCT) & (relief >= OPTIMAL_STRESS_REDUCTION_PCT)
+        optimal = is_optimal(delta_ef, relief)
         group = "acute" if patient.infarct_age_days < 42 else "chronic"
         pooled[group].append(np.stack([delta_ef, relief]))
         ef = np.percentile(delta_ef, (5, 50, 95))
@@ -93,22 +104,10 @@ def main() -> None:
         if not arrays:
             continue
         delta_ef, relief = np.concatenate(arrays, axis=1)
-        optimal = (delta_ef >= OPTIMAL_DELTA_EF_PCT) & (relief >= OPTIMAL_STRESS_REDUCTION_PCT)
+        optimal = is_optimal(delta_ef, relief)
         print(f"\n{label}: {len(arrays)} patients, {delta_ef.size} designs")
-        print(
-            "  delta-EF [%-points] p"
-            + "/".join(map(str, PERCENTILES))
-            + ": "
-            + " / ".join(f"{v:.2f}" for v in np.percentile(delta_ef, PERCENTILES))
-            + f"; max {delta_ef.max():.2f}"
-        )
-        print(
-            "  stress reduction [%] p"
-            + "/".join(map(str, PERCENTILES))
-            + ": "
-            + " / ".join(f"{v:.1f}" for v in np.percentile(relief, PERCENTILES))
-            + f"; max {relief.max():.1f}"
-        )
+        print(percentile_line("delta-EF [%-points]", delta_ef, 2))
+        print(percentile_line("stress reduction [%]", relief, 1))
         print(
             f"  delta-EF >= 3: {100 * (delta_ef >= 3).mean():.2f}%; stress reduction >= 15: "
             f"{100 * (relief >= 15).mean():.2f}%; is_optimal (both): {100 * optimal.mean():.2f}%"

@@ -308,19 +308,18 @@ def dataset_summary(run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hydraopt.dataset_summary import origins_by_split, summarise_dataset
+    from hydraopt.dataset_summary import summarise_dataset
 
     summary = summarise_dataset(run_dir)
     console = Console(width=max(110, Console().width))
     for line in summary.header_lines():
         console.print(line, highlight=False, markup=False)
-    origins = origins_by_split(run_dir)
     splits = Table(title=f"splits (by patient, seed {summary.meta['splits']['seed']})")
     for column in ("split", "share", "patients", "origins", "rows", "is_optimal"):
         splits.add_column(column, justify="left" if column in ("split", "origins") else "right")
     fractions = summary.meta["splits"]["fractions"]
-    for name, patients, rows, rate in summary.splits:
-        mix = ", ".join(f"{n} {o}" for o, n in sorted(origins.get(name, {}).items()))
+    for name, patients, rows, rate, origins in summary.splits:
+        mix = ", ".join(f"{n} {o}" for o, n in sorted(origins.items()))
         splits.add_row(
             name, f"{fractions[name]:.0%}", str(patients), mix, f"{rows:,}", f"{100 * rate:.2f}%"
         )

@@ -22,7 +22,8 @@ class DatasetSummary:
     meta: dict[str, Any]
     rows: int
     positive_rate: float
-    splits: list[tuple[str, int, int, float]]  # name, patients, rows, positive rate
+    # name, patients, rows, positive rate, patients per origin
+    splits: list[tuple[str, int, int, float, Counter[str]]]
     outputs: list[tuple[str, str, str, float, float, float]]  # name, unit, shape, min, median, max
 
     def header_lines(self) -> list[str]:
@@ -59,9 +60,10 @@ def summarise_dataset(run_dir: Path) -> DatasetSummary:
     splits = []
     for name in SPLIT_NAMES:
         mask = rows["split"] == name
-        patients = len(set(rows["patient_id"][mask]))
+        patients = dict(zip(rows["patient_id"][mask], rows["origin"][mask], strict=True))
+        origins = Counter(origin or "not stated" for origin in patients.values())
         rate = float(optimal[mask].mean()) if mask.any() else float("nan")
-        splits.append((name, patients, int(mask.sum()), rate))
+        splits.append((name, len(patients), int(mask.sum()), rate, origins))
     ranges = []
     for name, spec in meta["outputs"].items():
         values = np.asarray(outputs[name], dtype=float)
@@ -74,13 +76,3 @@ def summarise_dataset(run_dir: Path) -> DatasetSummary:
         shape = "x".join(str(k) for k in spec["shape"]) or "scalar"
         ranges.append((name, spec["unit"], shape, low, mid, high))
     return DatasetSummary(artifact.path, meta, len(optimal), float(optimal.mean()), splits, ranges)
-
-
-def origins_by_split(run_dir: Path) -> dict[str, Counter[str]]:
-    """Per split, how many patients of each origin it holds."""
-    rows = RunStore(run_dir).tables("dataset").table("rows")
-    pairs = set(zip(rows["patient_id"], rows["origin"], rows["split"], strict=True))
-    result: dict[str, Counter[str]] = {}
-    for _, origin, split in pairs:
-        result.setdefault(split, Counter())[origin or "not stated"] += 1
-    return result

@@ -121,12 +121,12 @@ def _patient_rows(
         stable = specs.get(STABLE_OUTPUT, {})
         if stable.get("simulator") == simulator and stable["unit"] == "1":
             unstable = keep & (np.asarray(table[STABLE_OUTPUT]) == 0)
-            left_out[f"{simulator}: unstable (no settled beat)"] += int(unstable.sum())
+            if unstable.any():
+                left_out[f"{simulator}: unstable (no settled beat)"] += int(unstable.sum())
             keep &= ~unstable
         for name, spec in specs.items():
             if spec["simulator"] == simulator:
                 values[name] = np.asarray(table[name], dtype=np.float64)
-    left_out += Counter()  # drop zero counts
     rows = np.flatnonzero(keep)
     if not len(rows):
         return None

@@ -30,6 +30,7 @@ exactly there and to the tolerance between (checked in
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,20 +233,20 @@ class _Curves:
         else:
             low, high = self.phi_nodes
             weight = np.clip((phi - low) / (high - low), 0.0, 1.0)
-        result = {}
-        for name in names:
-            along = [
-                PchipInterpolator(self.log_s, self.table[name][j])(log_s)
-                for j in range(len(self.phi_nodes))
-            ]
-            result[name] = (
-                along[0] if len(along) == 1 else (1 - weight) * along[0] + weight * along[1]
-            )
-        return result
+        rows = self._interpolated_rows(log_s, names)
+        return {
+            name: rows[name][0]
+            if len(self.phi_nodes) == 1
+            else (1 - weight) * rows[name][0] + weight * rows[name][1]
+            for name in names
+        }
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _interpolated_rows(self, log_s: np.ndarray) -> dict[str, np.ndarray]:
+    def _interpolated_rows(
+        self, log_s: np.ndarray, names: tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Outputs (``names``, all by default) at each phi node: ``[phi nodes, len(log_s)]``."""
         return {
             name: np.stack(
                 [
@@ -253,7 +254,7 @@ class _Curves:
                     for j in range(len(self.phi_nodes))
                 ]
             )
-            for name in self.names
+            for name in names or self.names
         }
 
     def _insert(self, log_s: np.ndarray, solved: dict[str, np.ndarray]) -> None:
@@ -313,6 +314,8 @@ class Agreement:
     node_solves: int
     direct_solves: int
     designs: int
+    screening_s: float  # screening every design
+    monodomain_s: float  # solving the sample design by design
 
     def activation_within(self, ms: float, share: float) -> np.ndarray:
         """Per sampled design: total activation within ``ms`` or ``share`` of the monodomain's."""
@@ -350,20 +353,25 @@ def agreement_with_monodomain(
 
     coverages, screened, monodomain = [], [], []
     nodes = direct = 0
+    screening_s = monodomain_s = 0.0
     for c, coverage in enumerate(COVERAGE_PATTERNS):
         rows = np.flatnonzero((coverage_index == c) & (phi > 0))
         if not len(rows):
             continue
+        start = time.perf_counter()
         result = screened_outputs(
             model, coverage, phi[rows], phi_sigma[rows], settings, always_interpolate=True
         )
+        screening_s += time.perf_counter() - start
         nodes, direct = nodes + result.node_solves, direct + result.direct_solves
         order = np.argsort(phi_sigma[rows], kind="stable")
         sample = order[np.unique(np.linspace(0, len(rows) - 1, per_coverage).round().astype(int))]
+        start = time.perf_counter()
         activation, repolarisation = model.solve(
             model.parts(coverage), phi[rows][sample], phi_sigma[rows][sample], settings
         )
         monodomain.append(model.measures(activation, repolarisation))
+        monodomain_s += time.perf_counter() - start
         screened.append({name: values[sample] for name, values in result.values.items()})
         coverages += [coverage] * len(sample)
     return Agreement(
@@ -373,4 +381,6 @@ def agreement_with_monodomain(
         node_solves=nodes,
         direct_solves=direct,
         designs=int(np.sum(phi > 0)),
+        screening_s=screening_s,
+        monodomain_s=monodomain_s,
     )
