@@ -35,10 +35,12 @@ from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Patient
 from hydraopt.domain.mesh import REGION_BORDER_ZONE, REGION_SCAR, PatientMesh
 from hydraopt_simulators.ep.purkinje import endocardial_activation_ms
 from hydraopt_simulators.ep.solver import (
+    PLATEAU_STEP_MS,
+    REACTION_STEP_MS,
     Problem,
+    diffusion_step_ms,
     node_mask_of_elements,
     solve_activation,
-    stable_step_ms,
 )
 from hydraopt_simulators.ep.tissue import TunedConductivity, conductivity_tensors
 from hydraopt_simulators.fem import lumped_mass, shape_gradients, stiffness_matrix
@@ -52,6 +54,7 @@ BATCH_STEP_RATIO = 0.8
 # Membrane (capacitance) per volume of scar relative to myocardium (assumed: the fibroblasts
 # and surviving myocytes of a scar).
 SCAR_CAPACITANCE_FRACTION = 0.1
+STEP_CHUNK = 256  # designs per block of stable-step bounds (memory)
 RVI_DESIGN_CHUNK = 8  # designs per block of pair computations (memory)
 # The RVI reported is that of the most vulnerable 5% of the myocardium: the single smallest
 # pair is decided by how the mesh cuts the scar's edge (Campos et al. 2019 on its sensitivity
@@ -70,11 +73,29 @@ OUTPUT_NAMES = (
 
 
 @dataclass(frozen=True)
+class GelParts:
+    """The stiffness of one patient's heart split so that any design is a weighted sum:
+
+        K = K_tissue - phi sum_k K_tissue,k + phi sigma_gel sum_k K_gel,k
+
+    over the classes k of treated elements its coverage pattern covers (elements grouped by
+    the coverage patterns that treat them: nested patterns give one class per shell). Designs
+    of every coverage pattern can then share one batch: each class's part is read once per
+    step for all of them, and only where it has elements."""
+
+    tissue: sparse.csr_matrix  # the tissue over every element
+    classes: list[tuple[np.ndarray, sparse.csr_matrix, sparse.csr_matrix]]  # (covered by
+    # [coverage], tissue over the class, 1 S/m of gel over the class)
+    bounds: np.ndarray  # [coverage, 3, excitable nodes] Gershgorin row sums over mass of
+    # the untreated tissue, the treated tissue and 1 S/m of gel (time steps)
+
+
+@dataclass(frozen=True)
 class HeartModel:
     """One patient's mesh as the monodomain sees it, whatever the design: geometry, tissue
     conductivities, capacitance, excitable nodes and the fast layer's stimulus. A design
     enters only through its coverage pattern, the gel's volume fraction phi in the treated
-    elements and phi sigma_gel (:meth:`problem`)."""
+    elements and phi sigma_gel (:meth:`solve`)."""
 
     points: np.ndarray
     tetrahedra: np.ndarray
@@ -89,18 +110,36 @@ class HeartModel:
     rvi_radius_m: float
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def parts(self, coverage: str) -> list[sparse.csr_matrix]:
-        """Stiffness of the untreated tissue, the treated tissue and 1 S/m of gel: each
-        assembled over its own elements only, so the per-design parts cost in proportion to
-        the treated region."""
-        treated = self.treated[coverage]
+    def gel_parts(self) -> GelParts:
+        """The stiffness parts (assembled once per patient)."""
+        if "gel_parts" not in self.cache:
+            self.cache["gel_parts"] = self._assemble_gel_parts()
+        return self.cache["gel_parts"]
+
+    def _assemble_gel_parts(self) -> GelParts:
         n_nodes = len(self.points)
-        kept, covered = self.tetrahedra[~treated], self.tetrahedra[treated]
-        return [
-            stiffness_matrix(self.points, kept, self.tissue[~treated], n_nodes),
-            stiffness_matrix(self.points, covered, self.tissue[treated], n_nodes),
-            stiffness_matrix(self.points, covered, self.gel_unit[treated], n_nodes),
-        ]
+        covered = np.stack([self.treated[c] for c in COVERAGE_PATTERNS], axis=1)  # [E, cov]
+        tissue = stiffness_matrix(self.points, self.tetrahedra, self.tissue, n_nodes)
+        classes = []
+        for signature in np.unique(covered[covered.any(axis=1)], axis=0):
+            elements = np.all(covered == signature, axis=1)
+            part = self.tetrahedra[elements]
+            classes.append(
+                (
+                    signature,
+                    stiffness_matrix(self.points, part, self.tissue[elements], n_nodes),
+                    stiffness_matrix(self.points, part, self.gel_unit[elements], n_nodes),
+                )
+            )
+        bounds = np.empty((len(COVERAGE_PATTERNS), 3, int(self.excitable.sum())))
+        for c in range(len(COVERAGE_PATTERNS)):
+            none = sparse.csr_matrix(tissue.shape)
+            treated = sum((part for covers, part, _ in classes if covers[c]), none)
+            gel = sum((part for covers, _, part in classes if covers[c]), none)
+            for k, matrix in enumerate((tissue - treated, treated, gel)):
+                rows = np.asarray(abs(matrix).sum(axis=1)).ravel()
+                bounds[c, k] = rows[self.excitable] / self.mass[self.excitable]
+        return GelParts(tissue, classes, bounds)
 
     def treated_tissue_conducts(self, coverage: str) -> bool:
         """Whether the treated elements hold conducting tissue; when they do not (a scar-only
@@ -109,63 +148,68 @@ class HeartModel:
 
     def solve(
         self,
-        parts: list[sparse.csr_matrix],
+        coverage: np.ndarray,
         phi: np.ndarray,
         phi_sigma: np.ndarray,
         settings,
-        repolarise: bool = True,
+        repolarise: bool | np.ndarray = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Activation and repolarisation times [nodes, designs] (without ``repolarise``, the
-        beat stops once every node has activated and repolarisation is all inf); designs are
-        integrated in batches of alike stiffness, since batch-mates share a time step set by
-        the stiffest."""
+        """Activation and repolarisation times [nodes, designs] of designs with coverage
+        patterns ``coverage`` (indices into COVERAGE_PATTERNS), gel volume fractions ``phi``
+        and ``phi_sigma`` [S/m]. Without ``repolarise`` (per design), a beat stops once every
+        node has activated and repolarisation is all inf. Designs are integrated in batches
+        of alike stiffness, since batch-mates share a time step set by the stiffest."""
         n = len(phi)
+        coverage = np.asarray(coverage, dtype=int)
+        repolarise = np.broadcast_to(np.asarray(repolarise, dtype=bool), (n,))
+        limits = self.diffusion_steps(coverage, phi, phi_sigma)
         activation = np.full((len(self.points), n), np.inf)
         repolarisation = np.full((len(self.points), n), np.inf)
-        for batch in self._batches(parts, phi, phi_sigma):
-            weights = [np.ones(len(batch)), 1.0 - phi[batch], phi_sigma[batch]]
-            problem = Problem(
-                self.mass, list(zip(parts, weights, strict=True)), self.excitable, self.stimulus_ms
+        for batch in _batches(np.minimum(REACTION_STEP_MS, limits), phi_sigma):
+            limit = limits[batch].min()
+            problem = self.problem(
+                coverage[batch],
+                phi[batch],
+                phi_sigma[batch],
+                min(REACTION_STEP_MS, limit),
+                min(PLATEAU_STEP_MS, limit),
             )
-            solution = solve_activation(problem, settings.max_time_ms, repolarise=repolarise)
+            solution = solve_activation(problem, settings.max_time_ms, repolarise[batch])
             activation[:, batch] = solution.times_ms
             repolarisation[:, batch] = solution.repolarisation_ms
         return activation, repolarisation
 
-    def _batches(
-        self, parts: list[sparse.csr_matrix], phi: np.ndarray, phi_sigma: np.ndarray
-    ) -> list[np.ndarray]:
-        """Designs grouped to be integrated together: in order of their stable time step
-        (largest first), a batch closing when full or when a design would need a step below
-        :data:`BATCH_STEP_RATIO` of the batch's first (batch-mates share the smallest)."""
-        rows = np.stack([np.asarray(abs(part).sum(axis=1)).ravel() for part in parts])
-        rows = rows[:, self.excitable] / self.mass[self.excitable]
-        step = np.empty(len(phi))
-        for start in range(0, len(phi), BATCH):
-            chunk = slice(start, start + BATCH)
-            weights = np.stack([np.ones_like(phi[chunk]), 1.0 - phi[chunk], phi_sigma[chunk]])
-            step[chunk] = stable_step_ms((weights.T @ rows).max(axis=1))
-        order = np.lexsort((phi_sigma, -step))
-        batches: list[list[int]] = []
-        for row in order:
-            if (
-                not batches
-                or len(batches[-1]) == BATCH
-                or step[row] < BATCH_STEP_RATIO * step[batches[-1][0]]
-            ):
-                batches.append([])
-            batches[-1].append(int(row))
-        return [np.array(batch) for batch in batches]
+    def problem(
+        self,
+        coverage: np.ndarray,
+        phi: np.ndarray,
+        phi_sigma: np.ndarray,
+        step_ms: float,
+        plateau_step_ms: float,
+    ) -> Problem:
+        """The monodomain problem of a batch of designs, integrated with ``step_ms`` and,
+        once no upstroke is under way, ``plateau_step_ms``."""
+        gel = self.gel_parts()
+        parts = [(gel.tissue, np.ones(len(phi)))]
+        for covers, tissue, unit_gel in gel.classes:
+            inside = covers[coverage]
+            if inside.any():
+                parts += [(tissue, -phi * inside), (unit_gel, phi_sigma * inside)]
+        return Problem(self.mass, parts, self.excitable, self.stimulus_ms, step_ms, plateau_step_ms)
 
-    def untreated(self, settings) -> dict[str, float]:
-        """The outputs of the heart without gel (kept: the same under every coverage)."""
-        if "untreated" not in self.cache:
-            activation, repolarisation = self.solve(
-                self.parts(COVERAGE_PATTERNS[0]), np.zeros(1), np.zeros(1), settings
-            )
-            found = self.measures(activation, repolarisation)
-            self.cache["untreated"] = {name: float(found[name][0]) for name in OUTPUT_NAMES}
-        return self.cache["untreated"]
+    def diffusion_steps(
+        self, coverage: np.ndarray, phi: np.ndarray, phi_sigma: np.ndarray
+    ) -> np.ndarray:
+        """Each design's explicit diffusion step limit [ms] (Gershgorin bound over the
+        excitable nodes: :func:`.solver.diffusion_step_ms`)."""
+        bounds = self.gel_parts().bounds
+        steps = np.empty(len(phi))
+        for start in range(0, len(phi), STEP_CHUNK):
+            chunk = slice(start, start + STEP_CHUNK)
+            weights = np.stack([np.ones_like(phi[chunk]), 1.0 - phi[chunk], phi_sigma[chunk]], 1)
+            rows = np.einsum("dk,dkn->dn", weights, bounds[coverage[chunk]])
+            steps[chunk] = diffusion_step_ms(rows.max(axis=1))
+        return steps
 
     def measures(self, activation: np.ndarray, repolarisation: np.ndarray) -> dict[str, np.ndarray]:
         return measures(
@@ -180,6 +224,23 @@ class HeartModel:
             np.isfinite(self.stimulus_ms),
             self.rvi_radius_m,
         )
+
+
+def _batches(steps: np.ndarray, phi_sigma: np.ndarray) -> list[np.ndarray]:
+    """Designs grouped to be integrated together: in order of their stable time step (largest
+    first), a batch closing when full or when a design would need a step below
+    :data:`BATCH_STEP_RATIO` of the batch's first (batch-mates share the smallest)."""
+    order = np.lexsort((phi_sigma, -steps))
+    batches: list[list[int]] = []
+    for row in order:
+        if (
+            not batches
+            or len(batches[-1]) == BATCH
+            or steps[row] < BATCH_STEP_RATIO * steps[batches[-1][0]]
+        ):
+            batches.append([])
+        batches[-1].append(int(row))
+    return [np.array(batch) for batch in batches]
 
 
 def heart_model(mesh: PatientMesh, tuned: TunedConductivity, settings) -> HeartModel:
@@ -248,28 +309,22 @@ def evaluate_designs(
     model = heart_model(mesh, tuned, settings)
     n = len(designs)
     infeasible, reasons, phi, phi_sigma = design_quantities(patient, designs, settings)
+    rows = np.flatnonzero(~infeasible)
     values = {name: np.full(n, np.nan) for name in OUTPUT_NAMES}
     maps: dict[str, np.ndarray] = {}
-    if settings.fidelity == "validation":
-        activation = np.full((len(model.points), n), np.inf)
-        repolarisation = np.full((len(model.points), n), np.inf)
-    for c, coverage in enumerate(COVERAGE_PATTERNS):
-        rows = np.flatnonzero((designs.coverage_index == c) & ~infeasible)
-        if not len(rows):
-            continue
-        if settings.fidelity == "screening":
-            found = screened_outputs(model, coverage, phi[rows], phi_sigma[rows], settings).values
-        else:
-            at, rt = model.solve(model.parts(coverage), phi[rows], phi_sigma[rows], settings)
-            activation[:, rows], repolarisation[:, rows] = at, rt
-            found = model.measures(at, rt)
-        for name in OUTPUT_NAMES:
-            values[name][rows] = found[name]
-    if settings.fidelity == "validation":
-        maps = {
-            "activation_time_ms": np.where(np.isfinite(activation), activation, np.nan),
-            "repolarisation_time_ms": np.where(np.isfinite(repolarisation), repolarisation, np.nan),
-        }
+    coverage = designs.coverage_index[rows]
+    if not len(rows):
+        found = {name: np.empty(0) for name in OUTPUT_NAMES}
+    elif settings.fidelity == "screening":
+        found = screened_outputs(model, coverage, phi[rows], phi_sigma[rows], settings).values
+    else:
+        at, rt = model.solve(coverage, phi[rows], phi_sigma[rows], settings)
+        found = model.measures(at, rt)
+        for name, times in (("activation_time_ms", at), ("repolarisation_time_ms", rt)):
+            maps[name] = np.full((len(model.points), n), np.nan)
+            maps[name][:, rows] = np.where(np.isfinite(times), times, np.nan)
+    for name in OUTPUT_NAMES:
+        values[name][rows] = found[name]
     failed = infeasible | ~np.isfinite(values["total_activation_time_ms"])
     reasons = np.where(
         infeasible | ~failed, reasons, "no myocardium activated within the simulated time"

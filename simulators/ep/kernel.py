@@ -29,6 +29,7 @@ def stacked_parts(
     for p, (matrix, _) in enumerate(parts):
         matrix = sparse.csr_matrix(matrix)
         matrix.sum_duplicates()
+        matrix.eliminate_zeros()  # scar's elements: structurally present, conducting nothing
         indptr[p] = matrix.indptr + offset
         indices.append(matrix.indices.astype(np.int64))
         data.append(matrix.data.astype(np.float64))
@@ -46,9 +47,12 @@ def integrate(
     mass: np.ndarray,
     excitable: np.ndarray,
     onset_ms: np.ndarray,
+    fine_dt: float,
+    plateau_dt: float,
     dt: float,
+    start_ms: float,
     max_time_ms: float,
-    repolarise: bool,
+    repolarise: np.ndarray,
     tau_in_ms: float,
     tau_out_ms: float,
     tau_open_ms: float,
@@ -57,40 +61,63 @@ def integrate(
     activation_threshold: float,
     stimulus_duration_ms: float,
     stimulus_strength_per_ms: float,
+    quiescent_v: float,
+    v_state: np.ndarray,
+    h: np.ndarray,
     times: np.ndarray,
     repolarised: np.ndarray,
-) -> float:
-    """Integrate from rest; fill ``times`` and ``repolarised`` ``[nodes, designs]`` (inf where
-    a node never crosses) and return the end time."""
+    done: np.ndarray,
+    return_after: int,
+) -> tuple[float, float]:
+    """Integrate from ``start_ms`` with the state ``v_state`` and ``h`` ``[nodes, designs]``
+    (updated in place); record crossings in ``times`` and ``repolarised`` (inf where a node
+    has not crossed).
+
+    Stops at ``max_time_ms``, or once ``return_after`` designs have finished (``done``), so
+    that the caller can drop them from the batch. A design has finished once every excitable
+    node has activated (and, with ``repolarise``, repolarised), or once its heart is
+    quiescent: every stimulus over and every node below ``quiescent_v``, where the ionic
+    current only repolarises, so nothing can activate any more.
+
+    The step is ``fine_dt`` while an upstroke may be under way: before the last stimulus has
+    ended and whenever a node not yet activated is above ``quiescent_v``; otherwise (the
+    plateau and repolarisation) ``plateau_dt``. ``dt`` is the step to start with. Returns the
+    time reached and the step in use."""
     n_nodes, n_designs = times.shape
     n_parts = weights.shape[0]
-    v = np.zeros((n_nodes, n_designs))
-    v_new = np.zeros((n_nodes, n_designs))
-    h = np.zeros((n_nodes, n_designs))
+    v = v_state
+    v_new = np.empty_like(v_state)
+    swaps = 0
     diagonal = np.zeros((n_nodes, n_designs))
+    last_stimulus_ms = 0.0
     for i in range(n_nodes):
-        if excitable[i]:
-            h[i, :] = 1.0
+        if excitable[i] and onset_ms[i] < np.inf:
+            last_stimulus_ms = max(last_stimulus_ms, onset_ms[i] + stimulus_duration_ms)
         for p in range(n_parts):
             for k in range(indptr[p, i], indptr[p, i + 1]):
                 if indices[k] == i:
                     for d in range(n_designs):
                         diagonal[i, d] += weights[p, d] * data[k]
-    open_decay = np.exp(-dt / tau_open_ms)
-    close_decay = np.exp(-dt / tau_close_ms)
-    check_every = max(1, int(1.0 / dt))
     acc = np.zeros(n_designs)
     part = np.zeros(n_designs)
-    t = 0.0
-    step = 0
+    highest = np.zeros(n_designs)
+    t = start_ms
+    next_check_ms = start_ms + 1.0
     while t < max_time_ms:
+        open_decay = np.exp(-dt / tau_open_ms)
+        close_decay = np.exp(-dt / tau_close_ms)
+        stirring = False  # a node not yet activated is above quiescent_v
         for i in range(n_nodes):
             # Each part's row is shared by every design (one coefficient times a contiguous
-            # row of v); the designs' weights scale the parts' sums.
+            # row of v); the designs' weights scale the parts' sums. Most rows are empty in
+            # most parts (a part covers its own elements only).
             acc[:] = 0.0
             for p in range(n_parts):
+                first, last = indptr[p, i], indptr[p, i + 1]
+                if first == last:
+                    continue
                 part[:] = 0.0
-                for k in range(indptr[p, i], indptr[p, i + 1]):
+                for k in range(first, last):
                     coefficient = data[k]
                     j = indices[k]
                     for d in range(n_designs):
@@ -116,6 +143,8 @@ def integrate(
                         h[i, d] = 1.0 - (1.0 - gate) * open_decay
                     else:
                         h[i, d] = gate * close_decay
+                    if new > quiescent_v and times[i, d] == np.inf:
+                        stirring = True
                 else:  # passive: implicit in its own diagonal and leak
                     neighbours = acc[d] - diagonal[i, d] * old
                     new = (m * old - dt * neighbours) / (
@@ -125,26 +154,58 @@ def integrate(
                 if new >= activation_threshold > old and times[i, d] == np.inf:
                     times[i, d] = t + dt * (activation_threshold - old) / (new - old)
                 if (
-                    repolarise
+                    repolarise[d]
                     and new < v_gate <= old
                     and times[i, d] <= t
                     and repolarised[i, d] == np.inf
                 ):
                     repolarised[i, d] = t + dt * (v_gate - old) / (new - old)
         v, v_new = v_new, v
+        swaps += 1
         t += dt
-        step += 1
-        if step % check_every == 0:
-            pending = repolarised if repolarise else times
-            done = True
-            for i in range(n_nodes):
-                if excitable[i]:
-                    for d in range(n_designs):
-                        if pending[i, d] == np.inf:
-                            done = False
-                            break
-                if not done:
-                    break
-            if done:
+        dt = fine_dt if stirring or t < last_stimulus_ms else plateau_dt
+        if t >= next_check_ms:
+            next_check_ms = t + 1.0
+            over = t >= last_stimulus_ms
+            finished = _finished(
+                v, excitable, repolarise, times, repolarised, done, over, quiescent_v, highest
+            )
+            if finished >= return_after or finished == n_designs:
                 break
-    return t
+    if swaps % 2 == 1:  # the latest state is in the scratch array
+        v_state[:, :] = v
+    return t, dt
+
+
+@njit(cache=True, error_model="numpy", fastmath=FAST_MATH)
+def _finished(
+    v: np.ndarray,
+    excitable: np.ndarray,
+    repolarise: np.ndarray,
+    times: np.ndarray,
+    repolarised: np.ndarray,
+    done: np.ndarray,
+    stimuli_over: bool,
+    quiescent_v: float,
+    highest: np.ndarray,
+) -> int:
+    """Mark the designs that have finished in ``done``; return how many have."""
+    n_nodes, n_designs = times.shape
+    highest[:] = 0.0
+    for i in range(n_nodes):
+        for d in range(n_designs):
+            highest[d] = max(highest[d], v[i, d])
+    count = 0
+    for d in range(n_designs):
+        if not done[d]:
+            pending = False
+            for i in range(n_nodes):
+                if excitable[i] and (
+                    times[i, d] == np.inf or (repolarise[d] and repolarised[i, d] == np.inf)
+                ):
+                    pending = True
+                    break
+            if not pending or (stimuli_over and highest[d] < quiescent_v):
+                done[d] = True
+        count += done[d]
+    return count

@@ -23,8 +23,9 @@ from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
 
 # 2.1: conductivities interpolated between tuned 0.1 mm nodes of edge length. 2.2: the
 # screening fidelity (monodomain curves over the design, :mod:`.screening`); the time loop
-# compiled (same arithmetic).
-VERSION = "2.2"
+# compiled (same arithmetic). 2.3: a beat ends at quiescence; the plateau's step 0.25 ms;
+# designs of every coverage integrated together, curves refined per phi.
+VERSION = "2.3"
 
 
 class ReferenceEPSettings(PluginSettings):

@@ -31,11 +31,13 @@ exactly there and to the tolerance between (checked in
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+from hydraopt.domain import COVERAGE_PATTERNS
 from hydraopt_simulators.ep.activation import OUTPUT_NAMES, HeartModel
 
 # Largest disagreement between an interval's solved midpoint and its interpolation before the
@@ -73,78 +75,200 @@ DIRECT_BELOW = 2.0
 
 @dataclass
 class Screened:
-    """Outputs of one coverage's designs and what they cost: monodomain solutions at curve
-    nodes, and designs solved directly."""
+    """Outputs of designs and what they cost: monodomain solutions at curve nodes, and designs
+    solved directly."""
 
     values: dict[str, np.ndarray]
     node_solves: int = 0
     direct_solves: int = 0
 
 
+@dataclass
+class _Request:
+    """Monodomain beats a coverage's curves need next (full beats or stopped at activation)."""
+
+    coverage: int  # index into COVERAGE_PATTERNS
+    phi: np.ndarray
+    phi_sigma: np.ndarray
+    repolarise: np.ndarray  # per design: full beat, or stopped at activation
+
+    @classmethod
+    def beats(cls, coverage: int, phi: np.ndarray, phi_sigma: np.ndarray, full: bool):
+        return cls(coverage, phi, phi_sigma, np.full(len(phi), full))
+
+
+# A coverage's screening: yields the beats it needs, receives their outputs, returns its own.
+_Task = Generator[_Request, dict[str, np.ndarray], Screened]
+
+
 def screened_outputs(
     model: HeartModel,
-    coverage: str,
+    coverage: np.ndarray,
     phi: np.ndarray,
     phi_sigma: np.ndarray,
     settings,
     always_interpolate: bool = False,
 ) -> Screened:
-    """Outputs of designs with gel volume fractions ``phi`` and ``phi_sigma`` [S/m] under
-    ``coverage`` (``always_interpolate``: build the curves however few the designs, for
-    verification)."""
+    """Outputs of designs with coverage patterns ``coverage`` (indices into
+    COVERAGE_PATTERNS), gel volume fractions ``phi`` and ``phi_sigma`` [S/m]
+    (``always_interpolate``: build the curves however few the designs, for verification).
+
+    Every coverage's curves are refined in lockstep: each round's beats of every coverage are
+    integrated in one batch, since a batch of a few designs costs nearly as much per step as
+    one of dozens."""
     n = len(phi)
     result = Screened({name: np.full(n, np.nan) for name in OUTPUT_NAMES})
-    parts = model.parts(coverage)
-
-    def solve(phis: np.ndarray, sigmas: np.ndarray) -> dict[str, np.ndarray]:
-        activation, repolarisation = model.solve(parts, phis, sigmas, settings)
-        return model.measures(activation, repolarisation)
-
     gone = phi <= 0
+    tasks: list[tuple[np.ndarray, _Task]] = []
     if gone.any():  # no gel: the untreated heart, the same under every coverage
-        result.node_solves += "untreated" not in model.cache
-        for name, value in model.untreated(settings).items():
-            result.values[name][gone] = value
-    rows = np.flatnonzero(~gone)
-    if not len(rows):
-        return result
-    phi_nodes = _phi_nodes(model, coverage, phi[rows])
-    log_s = np.log10(phi_sigma[rows])
-    n_start = max(2, int(np.ceil((log_s.max() - log_s.min()) * NODES_PER_DECADE)) + 1)
-    small = len(rows) <= DIRECT_BELOW * n_start * len(phi_nodes)
-    if log_s.max() - log_s.min() < 1e-9 or (small and not always_interpolate):
-        found = solve(phi[rows], phi_sigma[rows])
-        result.direct_solves += len(rows)
+        tasks.append((np.flatnonzero(gone), _untreated(model)))
+    for c in range(len(COVERAGE_PATTERNS)):
+        rows = np.flatnonzero((coverage == c) & ~gone)
+        if len(rows):
+            task = _coverage_curves(model, c, phi[rows], phi_sigma[rows], always_interpolate)
+            tasks.append((rows, task))
+    for rows, screened in zip(
+        (rows for rows, _ in tasks),
+        _in_lockstep(model, [task for _, task in tasks], settings),
+        strict=True,
+    ):
         for name in OUTPUT_NAMES:
-            result.values[name][rows] = found[name]
+            result.values[name][rows] = screened.values[name]
+        result.node_solves += screened.node_solves
+        result.direct_solves += screened.direct_solves
+    return result
+
+
+def _in_lockstep(model: HeartModel, tasks: list[_Task], settings) -> list[Screened]:
+    """Run the tasks, integrating each round's requests of all of them together."""
+    results: list[Screened | None] = [None] * len(tasks)
+    pending: dict[int, _Request] = {}
+
+    def advance(k: int, found: dict[str, np.ndarray] | None) -> None:
+        try:
+            pending[k] = tasks[k].send(found)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            results[k] = stop.value
+
+    for k in range(len(tasks)):
+        advance(k, None)
+    while pending:
+        asked = list(pending.items())
+        pending.clear()
+        requests = [request for _, request in asked]
+        sizes = [len(request.phi) for request in requests]
+        activation, repolarisation = model.solve(
+            np.repeat([r.coverage for r in requests], sizes),
+            np.concatenate([r.phi for r in requests]),
+            np.concatenate([r.phi_sigma for r in requests]),
+            settings,
+            np.concatenate([r.repolarise for r in requests]),
+        )
+        found = model.measures(activation, repolarisation)
+        offsets = np.cumsum([0, *sizes])
+        for (k, _), first, last in zip(asked, offsets[:-1], offsets[1:], strict=True):
+            advance(k, {name: values[first:last] for name, values in found.items()})
+    return results  # type: ignore[return-value]
+
+
+def _untreated(model: HeartModel) -> _Task:
+    """The heart without gel (solved once per patient and kept)."""
+    if "untreated" not in model.cache:
+        found = yield _Request.beats(0, np.zeros(1), np.zeros(1), True)
+        model.cache["untreated"] = {name: float(found[name][0]) for name in OUTPUT_NAMES}
+        solves = 1
+    else:
+        solves = 0
+    values = {name: np.array([value]) for name, value in model.cache["untreated"].items()}
+    return Screened(values, solves)
+
+
+def _coverage_curves(
+    model: HeartModel, c: int, phi: np.ndarray, phi_sigma: np.ndarray, always_interpolate: bool
+) -> _Task:
+    """Outputs of one coverage pattern's designs (all with gel): curves over log10 phi
+    sigma_gel at each phi node, each refined where it needs it, linear in phi between."""
+    result = Screened({})
+    phi_nodes = _phi_nodes(model, COVERAGE_PATTERNS[c], phi)
+    log_s = np.log10(phi_sigma)
+    n_start = max(2, int(np.ceil((log_s.max() - log_s.min()) * NODES_PER_DECADE)) + 1)
+    small = len(phi) <= DIRECT_BELOW * n_start * len(phi_nodes)
+    if log_s.max() - log_s.min() < 1e-9 or (small and not always_interpolate):
+        result.values = yield _Request.beats(c, phi, phi_sigma, True)
+        result.direct_solves = len(phi)
         return result
     start = np.linspace(log_s.min(), log_s.max(), n_start)
-
-    def activation_only(phis: np.ndarray, sigmas: np.ndarray) -> dict[str, np.ndarray]:
-        activation, repolarisation = model.solve(parts, phis, sigmas, settings, False)
-        return model.measures(activation, repolarisation)
-
-    # Full beats for the RVI; every output they give seeds the activation curves too.
-    beats = _Curves(OUTPUT_NAMES, phi_nodes, start, solve, check=REPOLARISATION_OUTPUTS)
-    result.node_solves += beats.refine(log_s)
-    fronts = _Curves(
-        ACTIVATION_OUTPUTS,
-        phi_nodes,
-        beats.log_s,
-        activation_only,
-        table={name: beats.table[name] for name in ACTIVATION_OUTPUTS},
+    curves = yield from _together(
+        [_curves_at(c, phi_node, start, log_s) for phi_node in phi_nodes], c
     )
-    result.node_solves += fronts.refine(log_s)
-    direct = beats.needs_direct(log_s) | fronts.needs_direct(log_s)
-    for curves, names in ((beats, REPOLARISATION_OUTPUTS), (fronts, ACTIVATION_OUTPUTS)):
-        for name, values in curves.interpolate(phi[rows], log_s, names).items():
-            result.values[name][rows] = values
+    result.node_solves = sum(solves for _, _, solves in curves)
+    rows = {name: [] for name in OUTPUT_NAMES}
+    direct = np.zeros(len(phi), dtype=bool)
+    for beats, fronts, _ in curves:
+        direct |= beats.needs_direct(log_s) | fronts.needs_direct(log_s)
+        for name, values in beats.interpolate(log_s, REPOLARISATION_OUTPUTS).items():
+            rows[name].append(values)
+        for name, values in fronts.interpolate(log_s, ACTIVATION_OUTPUTS).items():
+            rows[name].append(values)
+    if len(phi_nodes) == 1:
+        result.values = {name: values[0] for name, values in rows.items()}
+    else:  # linear in phi between the nodes
+        weight = np.clip((phi - phi_nodes[0]) / (phi_nodes[1] - phi_nodes[0]), 0.0, 1.0)
+        result.values = {
+            name: (1 - weight) * low + weight * high for name, (low, high) in rows.items()
+        }
     if direct.any():
-        found = solve(phi[rows[direct]], phi_sigma[rows[direct]])
-        result.direct_solves += int(direct.sum())
+        found = yield _Request.beats(c, phi[direct], phi_sigma[direct], True)
+        result.direct_solves = int(direct.sum())
         for name in OUTPUT_NAMES:
-            result.values[name][rows[direct]] = found[name]
+            result.values[name][direct] = found[name]
     return result
+
+
+def _curves_at(
+    c: int, phi_node: float, start: np.ndarray, log_s: np.ndarray
+) -> Generator[_Request, dict[str, np.ndarray], tuple[_Curves, _Curves, int]]:
+    """The curves of one coverage at one phi node: full beats refined for the RVI, then
+    activation beats, seeded by every full beat, refined for the activation outputs."""
+    phis = np.full(len(start), phi_node)
+    found = yield _Request.beats(c, phis, 10.0**start, True)
+    beats = _Curves(OUTPUT_NAMES, phi_node, start, found)
+    solves = len(start)
+    solves += yield from beats.refine(log_s, c, True, REPOLARISATION_OUTPUTS)
+    fronts = _Curves(
+        ACTIVATION_OUTPUTS, phi_node, beats.log_s, {n: beats.table[n] for n in ACTIVATION_OUTPUTS}
+    )
+    solves += yield from fronts.refine(log_s, c, False, ACTIVATION_OUTPUTS)
+    return beats, fronts, solves
+
+
+def _together(tasks: list[Generator], c: int) -> Generator[_Request, dict[str, np.ndarray], list]:
+    """Run generators of one coverage's requests in lockstep, as one request per round;
+    return their results in order."""
+    results: list = [None] * len(tasks)
+    pending: dict[int, _Request] = {}
+
+    def advance(k: int, found: dict[str, np.ndarray] | None) -> None:
+        try:
+            pending[k] = tasks[k].send(found)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            results[k] = stop.value
+
+    for k in range(len(tasks)):
+        advance(k, None)
+    while pending:
+        asked = list(pending.items())
+        pending.clear()
+        found = yield _Request(
+            c,
+            np.concatenate([r.phi for _, r in asked]),
+            np.concatenate([r.phi_sigma for _, r in asked]),
+            np.concatenate([r.repolarise for _, r in asked]),
+        )
+        offsets = np.cumsum([0, *(len(r.phi) for _, r in asked)])
+        for (k, _), first, last in zip(asked, offsets[:-1], offsets[1:], strict=True):
+            advance(k, {name: values[first:last] for name, values in found.items()})
+    return results
 
 
 def _phi_nodes(model: HeartModel, coverage: str, phi: np.ndarray) -> np.ndarray:
@@ -154,62 +278,60 @@ def _phi_nodes(model: HeartModel, coverage: str, phi: np.ndarray) -> np.ndarray:
 
 
 class _Curves:
-    """Outputs ``names`` at nodes (phi node x log10 phi sigma_gel node), refined where the
-    outputs ``check`` (all of ``names`` by default) bend."""
+    """Outputs ``names`` at one phi node over log10 phi sigma_gel nodes, refined where they
+    bend."""
 
     def __init__(
         self,
         names: tuple[str, ...],
-        phi_nodes: np.ndarray,
+        phi_node: float,
         log_s_nodes: np.ndarray,
-        solve,
-        table: dict[str, np.ndarray] | None = None,
-        check: tuple[str, ...] | None = None,
+        table: dict[str, np.ndarray],
     ) -> None:
         self.names = names
-        self.check = check or names
-        self.phi_nodes = phi_nodes
+        self.phi_node = phi_node
         self.log_s = np.array(log_s_nodes, dtype=float)
-        self._solve = solve
-        self.solves = 0 if table is not None else len(phi_nodes) * len(self.log_s)
-        self.table = table if table is not None else self._solved(self.log_s)
+        self.table = {name: np.array(table[name], dtype=float) for name in names}
+        # Intervals whose designs are solved directly.
         self.unresolved: set[tuple[float, float]] = set()
 
-    def _solved(self, log_s: np.ndarray) -> dict[str, np.ndarray]:
-        phis = np.repeat(self.phi_nodes, len(log_s))
-        sigmas = np.tile(10.0**log_s, len(self.phi_nodes))
-        found = self._solve(phis, sigmas)
-        return {name: found[name].reshape(len(self.phi_nodes), len(log_s)) for name in self.names}
-
-    def refine(self, log_s_designs: np.ndarray) -> int:
-        """Bisect intervals holding designs until their midpoints agree with interpolation
-        (and narrow those across which block or activation changes); return the number of
-        monodomain solutions. Intervals whose last midpoint missed by more than
-        :data:`ACCEPTED_MISS` times the tolerance stay unresolved (solved directly)."""
-        solves = self.solves
+    def refine(
+        self, log_s_designs: np.ndarray, coverage: int, repolarise: bool, check: tuple[str, ...]
+    ) -> Generator[_Request, dict[str, np.ndarray], int]:
+        """Bisect intervals holding designs until their midpoints agree with interpolation in
+        the outputs ``check`` (and narrow those across which block or activation changes);
+        return the number of monodomain solutions. Intervals whose last midpoint missed by
+        more than :data:`ACCEPTED_MISS` times the tolerance stay unresolved (solved
+        directly), as do those holding a single design, which is no dearer solved than a
+        midpoint."""
+        solves = 0
         nodes = list(zip(self.log_s[:-1], self.log_s[1:], strict=True))
         pending = [(a, b, np.inf) for a, b in _holding(nodes, log_s_designs)]
         for level in range(MAX_REFINEMENTS + NARROWING_REFINEMENTS):
+            few = {(a, b) for a, b, _ in pending if _count(a, b, log_s_designs) <= 1}
+            self.unresolved.update(few)
+            pending = [(a, b, miss) for a, b, miss in pending if (a, b) not in few]
             if not pending:
                 break
             # Past MAX_REFINEMENTS, only jumps are narrowed: misses beyond the verified
             # agreement, and changes of block or activation.
             refine_above = 1.0 if level < MAX_REFINEMENTS else ACCEPTED_MISS
             middles = np.array([(a + b) / 2 for a, b, _ in pending])
-            predicted = self._interpolated_rows(middles)
-            solved = self._solved(middles)
-            solves += solved[self.names[0]].size
+            predicted = self._interpolated(middles)
+            phis = np.full(len(middles), self.phi_node)
+            solved = yield _Request.beats(coverage, phis, 10.0**middles, repolarise)
+            solves += len(middles)
             self._insert(middles, solved)
             again = []
             for k, (a, b, _) in enumerate(pending):
                 m = middles[k]
-                miss = _miss(predicted, solved, k, self.check)
+                miss = _miss(predicted, solved, k, check)
                 halves = [(a, m), (m, b)]
                 if miss <= refine_above:
                     halves = [half for half in halves if self._changes_kind(*half)]
                 again += [(*half, miss) for half in _holding(halves, log_s_designs)]
             pending = again
-        self.unresolved = {(a, b) for a, b, miss in pending if miss > ACCEPTED_MISS}
+        self.unresolved.update((a, b) for a, b, miss in pending if miss > ACCEPTED_MISS)
         return solves
 
     def needs_direct(self, log_s_designs: np.ndarray) -> np.ndarray:
@@ -224,36 +346,18 @@ class _Curves:
         return direct
 
     def interpolate(
-        self, phi: np.ndarray, log_s: np.ndarray, names: tuple[str, ...]
+        self, log_s: np.ndarray, names: tuple[str, ...] | None = None
     ) -> dict[str, np.ndarray]:
-        """Outputs ``names`` monotone cubic in log10 phi sigma_gel along each phi node, linear
-        in phi between."""
-        if len(self.phi_nodes) == 1:
-            weight = np.zeros(len(phi))
-        else:
-            low, high = self.phi_nodes
-            weight = np.clip((phi - low) / (high - low), 0.0, 1.0)
-        rows = self._interpolated_rows(log_s, names)
-        return {
-            name: rows[name][0]
-            if len(self.phi_nodes) == 1
-            else (1 - weight) * rows[name][0] + weight * rows[name][1]
-            for name in names
-        }
+        """Outputs ``names`` (all by default), monotone cubic in log10 phi sigma_gel."""
+        return self._interpolated(log_s, names)
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _interpolated_rows(
+    def _interpolated(
         self, log_s: np.ndarray, names: tuple[str, ...] | None = None
     ) -> dict[str, np.ndarray]:
-        """Outputs (``names``, all by default) at each phi node: ``[phi nodes, len(log_s)]``."""
         return {
-            name: np.stack(
-                [
-                    PchipInterpolator(self.log_s, self.table[name][j])(log_s)
-                    for j in range(len(self.phi_nodes))
-                ]
-            )
+            name: PchipInterpolator(self.log_s, self.table[name])(log_s)
             for name in names or self.names
         }
 
@@ -262,46 +366,49 @@ class _Curves:
         order = np.argsort(merged, kind="stable")
         self.log_s = merged[order]
         for name in self.names:
-            self.table[name] = np.concatenate([self.table[name], solved[name]], axis=1)[:, order]
+            self.table[name] = np.concatenate([self.table[name], solved[name]])[order]
 
     def _changes_kind(self, a: float, b: float) -> bool:
         """Whether block appears or disappears, or an output becomes (non-)finite, between
         the nodes at log10 phi sigma_gel ``a`` and ``b``."""
         i, j = np.searchsorted(self.log_s, [a, b])
         for name in self.names:
-            first, second = self.table[name][:, i], self.table[name][:, j]
-            if not np.array_equal(np.isfinite(first), np.isfinite(second)):
+            if np.isfinite(self.table[name][i]) != np.isfinite(self.table[name][j]):
                 return True
         block = self.table.get("conduction_block_pct")
-        return block is not None and bool(np.any((block[:, i] > 0) != (block[:, j] > 0)))
+        return block is not None and bool((block[i] > 0) != (block[j] > 0))
 
 
 def _miss(
     predicted: dict[str, np.ndarray], solved: dict[str, np.ndarray], k: int, names: tuple[str, ...]
 ) -> float:
     """How far interpolation missed the k-th solved midpoint, in units of :data:`TOLERANCE`
-    (the worst output and phi node; inf when it missed whether an output is finite)."""
+    (the worst output; inf when it missed whether an output is finite)."""
     worst = 0.0
     for name, (kind, tolerance) in TOLERANCE.items():
         if name not in names:
             continue
-        guess, truth = predicted[name][:, k], solved[name][:, k]
-        finite = np.isfinite(truth)
-        if not np.array_equal(np.isfinite(guess), finite):
+        guess, truth = predicted[name][k], solved[name][k]
+        if np.isfinite(guess) != np.isfinite(truth):
             return np.inf
-        error = np.abs(guess[finite] - truth[finite])
+        if not np.isfinite(truth):
+            continue
+        error = abs(guess - truth)
         if kind == "relative":
-            error = error / np.maximum(np.abs(truth[finite]), 1e-12)
-        if error.size:
-            worst = max(worst, float(error.max()) / tolerance)
+            error = error / max(abs(truth), 1e-12)
+        worst = max(worst, float(error) / tolerance)
     return worst
+
+
+def _count(a: float, b: float, log_s_designs: np.ndarray) -> int:
+    return int(np.sum((log_s_designs >= a) & (log_s_designs <= b)))
 
 
 def _holding(
     intervals: list[tuple[float, float]], log_s_designs: np.ndarray
 ) -> list[tuple[float, float]]:
     """The intervals that hold at least one design."""
-    return [(a, b) for a, b in intervals if np.any((log_s_designs >= a) & (log_s_designs <= b))]
+    return [(a, b) for a, b in intervals if _count(a, b, log_s_designs)]
 
 
 @dataclass
@@ -346,41 +453,34 @@ def agreement_with_monodomain(
     settings,
     per_coverage: int,
 ) -> Agreement:
-    """Screen every design (curves built however few they are), then solve a sample of
-    ``per_coverage`` designs per coverage pattern, evenly spread over phi sigma_gel from the
-    smallest to the largest, with the monodomain itself."""
-    from hydraopt.domain import COVERAGE_PATTERNS
-
-    coverages, screened, monodomain = [], [], []
-    nodes = direct = 0
-    screening_s = monodomain_s = 0.0
-    for c, coverage in enumerate(COVERAGE_PATTERNS):
-        rows = np.flatnonzero((coverage_index == c) & (phi > 0))
-        if not len(rows):
-            continue
-        start = time.perf_counter()
-        result = screened_outputs(
-            model, coverage, phi[rows], phi_sigma[rows], settings, always_interpolate=True
-        )
-        screening_s += time.perf_counter() - start
-        nodes, direct = nodes + result.node_solves, direct + result.direct_solves
-        order = np.argsort(phi_sigma[rows], kind="stable")
-        sample = order[np.unique(np.linspace(0, len(rows) - 1, per_coverage).round().astype(int))]
-        start = time.perf_counter()
-        activation, repolarisation = model.solve(
-            model.parts(coverage), phi[rows][sample], phi_sigma[rows][sample], settings
-        )
-        monodomain.append(model.measures(activation, repolarisation))
-        monodomain_s += time.perf_counter() - start
-        screened.append({name: values[sample] for name, values in result.values.items()})
-        coverages += [coverage] * len(sample)
+    """Screen every design with gel (curves built however few they are), then solve a
+    sample of ``per_coverage`` designs per coverage pattern, evenly spread over phi sigma_gel
+    from the smallest to the largest, with the monodomain itself."""
+    rows = np.flatnonzero(phi > 0)
+    coverage, phi, phi_sigma = coverage_index[rows], phi[rows], phi_sigma[rows]
+    start = time.perf_counter()
+    screened = screened_outputs(model, coverage, phi, phi_sigma, settings, always_interpolate=True)
+    screening_s = time.perf_counter() - start
+    sample = []
+    for c in np.unique(coverage):
+        members = np.flatnonzero(coverage == c)
+        order = members[np.argsort(phi_sigma[members], kind="stable")]
+        spread = np.linspace(0, len(order) - 1, per_coverage).round().astype(int)
+        sample.append(order[np.unique(spread)])
+    sample = np.concatenate(sample)
+    start = time.perf_counter()
+    activation, repolarisation = model.solve(
+        coverage[sample], phi[sample], phi_sigma[sample], settings
+    )
+    monodomain = model.measures(activation, repolarisation)
+    monodomain_s = time.perf_counter() - start
     return Agreement(
-        coverage=np.array(coverages),
-        screened={n: np.concatenate([s[n] for s in screened]) for n in OUTPUT_NAMES},
-        monodomain={n: np.concatenate([m[n] for m in monodomain]) for n in OUTPUT_NAMES},
-        node_solves=nodes,
-        direct_solves=direct,
-        designs=int(np.sum(phi > 0)),
+        coverage=np.array(COVERAGE_PATTERNS)[coverage[sample]],
+        screened={name: values[sample] for name, values in screened.values.items()},
+        monodomain=monodomain,
+        node_solves=screened.node_solves,
+        direct_solves=screened.direct_solves,
+        designs=len(rows),
         screening_s=screening_s,
         monodomain_s=monodomain_s,
     )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sparse
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 # Mitchell & Schaeffer 2003, Table 1 (ms).
 TAU_IN_MS = 0.3
@@ -43,6 +44,21 @@ ACTIVATION_THRESHOLD = 0.5
 BETA_PER_M = 1.4e5
 MEMBRANE_CAPACITANCE_F_PER_M2 = 1e-2
 REACTION_STEP_MS = 0.1
+# Once every node has activated there is no upstroke left to resolve (tau_in = 0.3 ms), only
+# the plateau and repolarisation (tau_out = 6 ms, tau_close = 150 ms): the step grows to this,
+# within the diffusion's stability limit. Repolarisation times change by less than the
+# screening tolerance against the reaction step throughout (docs/physics.md 3.1, measured).
+PLATEAU_STEP_MS = 0.25
+# A beat is over once every node is below this potential (and every stimulus is over): there
+# the ionic current h v^2 (1 - v) / tau_in - v / tau_out repolarises whatever the gate h <= 1
+# (it does for v < tau_in / tau_out), so no node can activate any more. Half that bound, as a
+# margin for the P1 discretisation, which does not guarantee a discrete maximum principle
+# (assumed margin).
+QUIESCENT_V = 0.5 * TAU_IN_MS / TAU_OUT_MS
+# A batch returns from the compiled loop once this share of its designs has finished, so that
+# the rest go on without them (a blocked design's beat lasts until quiescence, about three
+# times an activation).
+RETURN_SHARE = 0.25
 STIMULUS_DURATION_MS = 2.0
 STIMULUS_STRENGTH_PER_MS = 0.5
 
@@ -60,6 +76,8 @@ class Problem:
     parts: list[tuple[sparse.csr_matrix, np.ndarray]]  # (K_part, weight per design [designs])
     excitable: np.ndarray  # [nodes] bool: nodes with an ionic current
     stimulus_ms: np.ndarray  # [nodes] onset of each node's stimulus; inf: never stimulated
+    step_ms: float | None = None  # time step; None: the stable step for the stiffest design
+    plateau_step_ms: float | None = None  # step once every node has activated; None: step_ms
 
     @property
     def n_designs(self) -> int:
@@ -75,11 +93,17 @@ class Problem:
 
 
 def stable_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | np.ndarray:
-    """The explicit step for a bound on the largest eigenvalue of M^-1 K [1/ms]: 90% of the
-    stability limit 2 / lambda, and never above the reaction's accuracy limit."""
+    """The explicit step for a bound on the largest eigenvalue of M^-1 K [1/ms]: the
+    diffusion's limit (:func:`diffusion_step_ms`), never above the reaction's accuracy
+    limit."""
+    return np.minimum(REACTION_STEP_MS, diffusion_step_ms(largest_eigenvalue_bound))
+
+
+def diffusion_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | np.ndarray:
+    """90% of the explicit diffusion's stability limit 2 / lambda (inf without diffusion)."""
     lam = np.asarray(largest_eigenvalue_bound, dtype=float)
     safe = np.where(lam > 0, lam, 1.0)
-    return np.where(lam > 0, np.minimum(REACTION_STEP_MS, 0.9 * 2.0 / safe), REACTION_STEP_MS)
+    return np.where(lam > 0, 0.9 * 2.0 / safe, np.inf)
 
 
 @dataclass
@@ -92,38 +116,81 @@ class Activation:
     end_ms: float
 
 
-def solve_activation(problem: Problem, max_time_ms: float, repolarise: bool = False) -> Activation:
-    """Integrate from rest until every excitable node of every design has activated (and, with
-    ``repolarise``, repolarised again), or ``max_time_ms`` (compiled: :mod:`.kernel`)."""
+def solve_activation(
+    problem: Problem, max_time_ms: float, repolarise: bool | np.ndarray = False
+) -> Activation:
+    """Integrate each design from rest until every excitable node has activated (and, where
+    ``repolarise``, per design, repolarised), until the heart is quiescent (no node can
+    activate any more: block), or until ``max_time_ms``. The loop is compiled
+    (:mod:`.kernel`); designs that have finished leave the batch, so that one blocked design
+    does not keep the others integrating."""
     from hydraopt_simulators.ep.kernel import integrate, stacked_parts
 
     n_nodes, n_designs = len(problem.mass), problem.n_designs
-    indptr, indices, data, weights = stacked_parts(problem.parts, n_nodes)
+    # Nodes renumbered so that neighbours lie close in memory (reverse Cuthill-McKee): the
+    # time loop reads each node's neighbours' rows of v, and nearby rows share the cache.
+    order = reverse_cuthill_mckee(
+        sum(
+            (abs(sparse.csr_matrix(matrix)) for matrix, _ in problem.parts),
+            sparse.csr_matrix((n_nodes, n_nodes)),
+        ).tocsr(),
+        symmetric_mode=True,
+    )
+    parts = [(sparse.csr_matrix(matrix)[order][:, order], w) for matrix, w in problem.parts]
+    indptr, indices, data, weights = stacked_parts(parts, n_nodes)
+    step_ms = problem.step_ms if problem.step_ms is not None else problem.stable_step_ms()
+    plateau_ms = problem.plateau_step_ms if problem.plateau_step_ms is not None else step_ms
+    excitable = np.asarray(problem.excitable, dtype=bool)[order]
+    mass = np.asarray(problem.mass, dtype=float)[order]
+    onset_ms = np.asarray(problem.stimulus_ms, dtype=float)[order]
+    repolarise = np.broadcast_to(np.asarray(repolarise, dtype=bool), (n_designs,))
     times = np.full((n_nodes, n_designs), np.inf)
     repolarised = np.full((n_nodes, n_designs), np.inf)
-    end_ms = integrate(
-        indptr,
-        indices,
-        data,
-        weights,
-        np.asarray(problem.mass, dtype=float),
-        np.asarray(problem.excitable, dtype=bool),
-        np.asarray(problem.stimulus_ms, dtype=float),
-        problem.stable_step_ms(),
-        float(max_time_ms),
-        repolarise,
-        TAU_IN_MS,
-        TAU_OUT_MS,
-        TAU_OPEN_MS,
-        TAU_CLOSE_MS,
-        V_GATE,
-        ACTIVATION_THRESHOLD,
-        STIMULUS_DURATION_MS,
-        STIMULUS_STRENGTH_PER_MS,
-        times,
-        repolarised,
-    )
-    return Activation(times, repolarised, end_ms)
+    # The designs still integrating (columns of the batch) and their state.
+    active = np.arange(n_designs)
+    v = np.zeros((n_nodes, n_designs))
+    h = np.repeat(excitable.astype(float)[:, None], n_designs, axis=1)
+    at, rt = times.copy(), repolarised.copy()
+    t, dt = 0.0, step_ms
+    while len(active):
+        done = np.zeros(len(active), dtype=bool)
+        t, dt = integrate(
+            indptr,
+            indices,
+            data,
+            np.ascontiguousarray(weights[:, active]),
+            mass,
+            excitable,
+            onset_ms,
+            step_ms,
+            plateau_ms,
+            dt,
+            t,
+            float(max_time_ms),
+            np.ascontiguousarray(repolarise[active]),
+            TAU_IN_MS,
+            TAU_OUT_MS,
+            TAU_OPEN_MS,
+            TAU_CLOSE_MS,
+            V_GATE,
+            ACTIVATION_THRESHOLD,
+            STIMULUS_DURATION_MS,
+            STIMULUS_STRENGTH_PER_MS,
+            QUIESCENT_V,
+            v,
+            h,
+            at,
+            rt,
+            done,
+            max(1, int(np.ceil(RETURN_SHARE * len(active)))),
+        )
+        finished = done | (t >= max_time_ms)
+        times[np.ix_(order, active[finished])] = at[:, finished]
+        repolarised[np.ix_(order, active[finished])] = rt[:, finished]
+        going = ~finished
+        active = active[going]
+        v, h, at, rt = (np.ascontiguousarray(a[:, going]) for a in (v, h, at, rt))
+    return Activation(times, repolarised, t)
 
 
 def node_mask_of_elements(
