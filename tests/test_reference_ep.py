@@ -310,3 +310,59 @@ def test_screening_solves_few_designs_directly(ep, patient, lv_mesh, make_design
     screened = screening.simulate(patient, lv_mesh, designs, None)
     for name in validation.values:
         np.testing.assert_array_equal(screened[name], validation[name])
+
+
+def _half_blocked_bar(step_ms: float, plateau_step_ms: float | None):
+    """A bar of tissue (2 mm cubes) stimulated at one end whose far half conducts nothing:
+    its nodes stay at rest, blocked, whatever the time."""
+    from hydraopt.domain.mesh import box_tetrahedra
+    from hydraopt_simulators.ep.solver import Problem
+    from hydraopt_simulators.ep.tissue import conductivity_tensors
+    from hydraopt_simulators.fem import lumped_mass, stiffness_matrix
+
+    spacing = 2e-3
+    points, tetrahedra, _ = box_tetrahedra((20, 2, 2), (20 * spacing, 2 * spacing, 2 * spacing))
+    x = points[:, 0]
+    conducting = points[tetrahedra, 0].max(axis=1) <= 10 * spacing + 1e-9
+    fibres = np.tile([1.0, 0.0, 0.0], (len(tetrahedra), 1))
+    sigma = np.where(conducting, 0.5, 0.0)
+    stiffness = stiffness_matrix(points, tetrahedra, conductivity_tensors(fibres, sigma, sigma))
+    return Problem(
+        mass=lumped_mass(points, tetrahedra),
+        parts=[(stiffness, np.ones(1))],
+        excitable=np.ones(len(points), dtype=bool),
+        stimulus_ms=np.where(x <= 1e-9, 0.0, np.inf),
+        step_ms=step_ms,
+        plateau_step_ms=plateau_step_ms,
+    )
+
+
+def test_a_beat_ends_once_nothing_more_can_activate():
+    """A beat with block ends at quiescence, long before max_time_ms, and nothing would have
+    crossed later: a longer max_time_ms gives the same activation and repolarisation."""
+    from hydraopt_simulators.ep.solver import solve_activation
+
+    problem = _half_blocked_bar(0.1, 0.25)
+    short = solve_activation(problem, max_time_ms=600.0, repolarise=True)
+    long = solve_activation(problem, max_time_ms=2000.0, repolarise=True)
+    blocked = ~np.isfinite(short.times_ms[:, 0])
+    assert 0.2 < blocked.mean() < 0.6
+    assert short.end_ms < 450.0 and long.end_ms == short.end_ms
+    np.testing.assert_array_equal(short.times_ms, long.times_ms)
+    np.testing.assert_array_equal(short.repolarisation_ms, long.repolarisation_ms)
+    assert np.isfinite(short.repolarisation_ms[~blocked]).all()
+
+
+def test_the_plateau_step_leaves_activation_untouched():
+    """The larger step is taken only once no upstroke can be under way: activation times are
+    those of the reaction's step throughout, repolarisation within about a step's worth."""
+    from hydraopt_simulators.ep.solver import solve_activation
+
+    fine = solve_activation(_half_blocked_bar(0.1, None), 600.0, repolarise=True)
+    plateau = solve_activation(_half_blocked_bar(0.1, 0.25), 600.0, repolarise=True)
+    np.testing.assert_array_equal(plateau.times_ms, fine.times_ms)
+    repolarised = np.isfinite(fine.repolarisation_ms)
+    assert np.array_equal(np.isfinite(plateau.repolarisation_ms), repolarised)
+    larger, fixed = plateau.repolarisation_ms[repolarised], fine.repolarisation_ms[repolarised]
+    difference = np.abs(larger - fixed)
+    assert 0.0 < difference.max() < 1.0

@@ -21,8 +21,12 @@ tolerance (:data:`TOLERANCE`, about half the agreement the fidelity is verified 
 halves are refined again, up to :data:`MAX_REFINEMENTS` times. An interval across which
 conduction block or activation appears or disappears cannot be interpolated: designs in it are
 solved directly, as are those of an interval whose last midpoint still missed by more than
-twice the tolerance (the verified agreement) after the last refinement. A coverage with fewer
-designs than the curves would cost is solved design by design. Nodes and direct solves are the
+twice the tolerance (the verified agreement) after the last refinement, or that holds a single
+design. A coverage with fewer designs than the curves would cost is solved design by design.
+
+Each phi node's curves are refined on their own, and every curve of a patient in lockstep: a
+round's midpoints of every coverage and phi are integrated as one batch, since a batch of a
+few designs costs nearly as much per step as one of dozens. Nodes and direct solves are the
 validation fidelity's own monodomain solutions, so the screening fidelity agrees with it
 exactly there and to the tolerance between (checked in
 ``tests/test_reference_ep.py`` and ``benchmarks/bench_ep_screening.py``).
