@@ -91,14 +91,14 @@ class Screened:
 class _Request:
     """Monodomain beats a coverage's curves need next (full beats or stopped at activation)."""
 
-    coverage: int  # index into COVERAGE_PATTERNS
+    coverage: np.ndarray  # per design: index into COVERAGE_PATTERNS
     phi: np.ndarray
     phi_sigma: np.ndarray
     repolarise: np.ndarray  # per design: full beat, or stopped at activation
 
     @classmethod
     def beats(cls, coverage: int, phi: np.ndarray, phi_sigma: np.ndarray, full: bool):
-        return cls(coverage, phi, phi_sigma, np.full(len(phi), full))
+        return cls(np.full(len(phi), coverage), phi, phi_sigma, np.full(len(phi), full))
 
 
 # A coverage's screening: yields the beats it needs, receives their outputs, returns its own.
@@ -145,34 +145,17 @@ def screened_outputs(
 
 def _in_lockstep(model: HeartModel, tasks: list[_Task], settings) -> list[Screened]:
     """Run the tasks, integrating each round's requests of all of them together."""
-    results: list[Screened | None] = [None] * len(tasks)
-    pending: dict[int, _Request] = {}
-
-    def advance(k: int, found: dict[str, np.ndarray] | None) -> None:
+    rounds = _together(tasks)
+    found = None
+    while True:
         try:
-            pending[k] = tasks[k].send(found)  # type: ignore[arg-type]
+            request = rounds.send(found)
         except StopIteration as stop:
-            results[k] = stop.value
-
-    for k in range(len(tasks)):
-        advance(k, None)
-    while pending:
-        asked = list(pending.items())
-        pending.clear()
-        requests = [request for _, request in asked]
-        sizes = [len(request.phi) for request in requests]
+            return stop.value
         activation, repolarisation = model.solve(
-            np.repeat([r.coverage for r in requests], sizes),
-            np.concatenate([r.phi for r in requests]),
-            np.concatenate([r.phi_sigma for r in requests]),
-            settings,
-            np.concatenate([r.repolarise for r in requests]),
+            request.coverage, request.phi, request.phi_sigma, settings, request.repolarise
         )
         found = model.measures(activation, repolarisation)
-        offsets = np.cumsum([0, *sizes])
-        for (k, _), first, last in zip(asked, offsets[:-1], offsets[1:], strict=True):
-            advance(k, {name: values[first:last] for name, values in found.items()})
-    return results  # type: ignore[return-value]
 
 
 def _untreated(model: HeartModel) -> _Task:
@@ -202,9 +185,7 @@ def _coverage_curves(
         result.direct_solves = len(phi)
         return result
     start = np.linspace(log_s.min(), log_s.max(), n_start)
-    curves = yield from _together(
-        [_curves_at(c, phi_node, start, log_s) for phi_node in phi_nodes], c
-    )
+    curves = yield from _together([_curves_at(c, phi_node, start, log_s) for phi_node in phi_nodes])
     result.node_solves = sum(solves for _, _, solves in curves)
     rows = {name: [] for name in OUTPUT_NAMES}
     direct = np.zeros(len(phi), dtype=bool)
@@ -246,9 +227,9 @@ def _curves_at(
     return beats, fronts, solves
 
 
-def _together(tasks: list[Generator], c: int) -> Generator[_Request, dict[str, np.ndarray], list]:
-    """Run generators of one coverage's requests in lockstep, as one request per round;
-    return their results in order."""
+def _together(tasks: list[Generator]) -> Generator[_Request, dict[str, np.ndarray], list]:
+    """Run generators of requests in lockstep, as one request per round; return their
+    results in order."""
     results: list = [None] * len(tasks)
     pending: dict[int, _Request] = {}
 
@@ -264,7 +245,7 @@ def _together(tasks: list[Generator], c: int) -> Generator[_Request, dict[str, n
         asked = list(pending.items())
         pending.clear()
         found = yield _Request(
-            c,
+            np.concatenate([r.coverage for _, r in asked]),
             np.concatenate([r.phi for _, r in asked]),
             np.concatenate([r.phi_sigma for _, r in asked]),
             np.concatenate([r.repolarise for _, r in asked]),
