@@ -302,7 +302,7 @@ class _Curves:
             # agreement, and changes of block or activation.
             refine_above = 1.0 if level < MAX_REFINEMENTS else ACCEPTED_MISS
             middles = np.array([(a + b) / 2 for a, b, _ in pending])
-            predicted = self._interpolated(middles)
+            predicted = self.interpolate(middles)
             phis = np.full(len(middles), self.phi_node)
             solved = yield _Request.beats(coverage, phis, 10.0**middles, repolarise)
             solves += len(middles)
@@ -334,17 +334,12 @@ class _Curves:
         self, log_s: np.ndarray, names: tuple[str, ...] | None = None
     ) -> dict[str, np.ndarray]:
         """Outputs ``names`` (all by default), monotone cubic in log10 phi sigma_gel."""
-        return self._interpolated(log_s, names)
-
-    # ---- helpers -------------------------------------------------------------------------------
-
-    def _interpolated(
-        self, log_s: np.ndarray, names: tuple[str, ...] | None = None
-    ) -> dict[str, np.ndarray]:
         return {
             name: PchipInterpolator(self.log_s, self.table[name])(log_s)
             for name in names or self.names
         }
+
+    # ---- helpers -------------------------------------------------------------------------------
 
     def _insert(self, log_s: np.ndarray, solved: dict[str, np.ndarray]) -> None:
         merged = np.concatenate([self.log_s, log_s])
