@@ -366,3 +366,25 @@ def test_the_plateau_step_leaves_activation_untouched():
     larger, fixed = plateau.repolarisation_ms[repolarised], fine.repolarisation_ms[repolarised]
     difference = np.abs(larger - fixed)
     assert 0.0 < difference.max() < 1.0
+
+
+def test_a_designs_beat_does_not_depend_on_its_lane_mates(ep, lv_mesh):
+    """Designs are integrated a few at a time, each lane with its own coefficients where the
+    gel differs: solved together (a full lane and a short one, every coverage, shared and own
+    rows) a design's activation is the one it has solved alone."""
+    from hydraopt_simulators.ep.activation import heart_model
+    from hydraopt_simulators.ep.kernel import LANES
+
+    settings = ReferenceEPSettings()
+    model = heart_model(lv_mesh, ep.tuned(lv_mesh), settings)
+    coverage = np.array([0, 3, 1, 2, 3, 0])
+    phi = np.array([0.05, 0.1, 0.2, 0.15, 0.1, 0.2])
+    phi_sigma = np.array([1e-5, 1e-4, 3e-4, 1e-5, 2e-4, 1e-4])  # one stable step for all
+    assert len(phi) > LANES
+    together, _ = model.solve(coverage, phi, phi_sigma, settings, repolarise=False)
+    for d in range(len(phi)):
+        alone, _ = model.solve(
+            coverage[d : d + 1], phi[d : d + 1], phi_sigma[d : d + 1], settings, False
+        )
+        np.testing.assert_allclose(together[:, d], alone[:, 0], rtol=0, atol=1e-9)
+    assert np.ptp(np.nanmax(np.where(np.isfinite(together), together, np.nan), axis=0)) > 0

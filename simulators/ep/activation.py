@@ -46,11 +46,6 @@ from hydraopt_simulators.ep.tissue import TunedConductivity, conductivity_tensor
 from hydraopt_simulators.fem import lumped_mass, shape_gradients, stiffness_matrix
 from hydraopt_simulators.hydrogel import gel_state, polymer_feasibility
 
-BATCH = 32  # designs integrated together
-# A batch takes no design whose stable step is below this share of its first design's: the
-# batch shares the smallest step, so mixing a stiff design into a batch of soft ones would
-# slow them all.
-BATCH_STEP_RATIO = 0.8
 # Membrane (capacitance) per volume of scar relative to myocardium (assumed: the fibroblasts
 # and surviving myocytes of a scar).
 SCAR_CAPACITANCE_FRACTION = 0.1
@@ -157,26 +152,26 @@ class HeartModel:
         """Activation and repolarisation times [nodes, designs] of designs with coverage
         patterns ``coverage`` (indices into COVERAGE_PATTERNS), gel volume fractions ``phi``
         and ``phi_sigma`` [S/m]. Without ``repolarise`` (per design), a beat stops once every
-        node has activated and repolarisation is all inf. Designs are integrated in batches
-        of alike stiffness, since batch-mates share a time step set by the stiffest."""
+        node has activated and repolarisation is all inf. Designs are integrated in lanes
+        (:func:`.solver.solve_activation`), each at its own stable step."""
         n = len(phi)
         coverage = np.asarray(coverage, dtype=int)
         repolarise = np.broadcast_to(np.asarray(repolarise, dtype=bool), (n,))
         limits = self.diffusion_steps(coverage, phi, phi_sigma)
-        activation = np.full((len(self.points), n), np.inf)
-        repolarisation = np.full((len(self.points), n), np.inf)
-        for batch in _batches(np.minimum(REACTION_STEP_MS, limits), phi_sigma):
-            limit = limits[batch].min()
-            problem = self.problem(
-                coverage[batch],
-                phi[batch],
-                phi_sigma[batch],
-                min(REACTION_STEP_MS, limit),
-                min(PLATEAU_STEP_MS, limit),
-            )
-            solution = solve_activation(problem, settings.max_time_ms, repolarise[batch])
-            activation[:, batch] = solution.times_ms
-            repolarisation[:, batch] = solution.repolarisation_ms
+        # Alike designs next to each other, so that they share the solver's lanes.
+        order = np.lexsort((phi, phi_sigma, coverage))
+        problem = self.problem(
+            coverage[order],
+            phi[order],
+            phi_sigma[order],
+            np.minimum(REACTION_STEP_MS, limits[order]),
+            np.minimum(PLATEAU_STEP_MS, limits[order]),
+        )
+        solution = solve_activation(problem, settings.max_time_ms, repolarise[order])
+        activation = np.empty_like(solution.times_ms)
+        repolarisation = np.empty_like(solution.repolarisation_ms)
+        activation[:, order] = solution.times_ms
+        repolarisation[:, order] = solution.repolarisation_ms
         return activation, repolarisation
 
     def problem(
@@ -184,11 +179,11 @@ class HeartModel:
         coverage: np.ndarray,
         phi: np.ndarray,
         phi_sigma: np.ndarray,
-        step_ms: float,
-        plateau_step_ms: float,
+        step_ms: float | np.ndarray,
+        plateau_step_ms: float | np.ndarray,
     ) -> Problem:
         """The monodomain problem of a batch of designs, integrated with ``step_ms`` and,
-        once no upstroke is under way, ``plateau_step_ms``."""
+        once no upstroke is under way, ``plateau_step_ms`` (per design or for all)."""
         gel = self.gel_parts()
         parts = [(gel.tissue, np.ones(len(phi)))]
         for covers, tissue, unit_gel in gel.classes:
@@ -224,23 +219,6 @@ class HeartModel:
             np.isfinite(self.stimulus_ms),
             self.rvi_radius_m,
         )
-
-
-def _batches(steps: np.ndarray, phi_sigma: np.ndarray) -> list[np.ndarray]:
-    """Designs grouped to be integrated together: in order of their stable time step (largest
-    first), a batch closing when full or when a design would need a step below
-    :data:`BATCH_STEP_RATIO` of the batch's first (batch-mates share the smallest)."""
-    order = np.lexsort((phi_sigma, -steps))
-    batches: list[list[int]] = []
-    for row in order:
-        if (
-            not batches
-            or len(batches[-1]) == BATCH
-            or steps[row] < BATCH_STEP_RATIO * steps[batches[-1][0]]
-        ):
-            batches.append([])
-        batches[-1].append(int(row))
-    return [np.array(batch) for batch in batches]
 
 
 def heart_model(mesh: PatientMesh, tuned: TunedConductivity, settings) -> HeartModel:
@@ -416,8 +394,10 @@ def reentry_vulnerability_index(
     a, b = nodes[pairs[:, 0]], nodes[pairs[:, 1]]
     n_nodes, n_designs = activation.shape
     result = np.full(n_designs, np.nan)
-    for start in range(0, n_designs, RVI_DESIGN_CHUNK):
-        cols = np.arange(start, min(start + RVI_DESIGN_CHUNK, n_designs))
+    # Beats stopped at activation have no repolarisation times, hence no RVI.
+    repolarised = np.flatnonzero(np.isfinite(repolarisation).any(axis=0))
+    for start in range(0, len(repolarised), RVI_DESIGN_CHUNK):
+        cols = repolarised[start : start + RVI_DESIGN_CHUNK]
         at_a, at_b = activation[a][:, cols], activation[b][:, cols]
         a_first = at_a <= at_b
         proximal = np.where(a_first, a[:, None], b[:, None])

@@ -55,10 +55,6 @@ PLATEAU_STEP_MS = 0.25
 # margin for the P1 discretisation, which does not guarantee a discrete maximum principle
 # (assumed margin).
 QUIESCENT_V = 0.5 * TAU_IN_MS / TAU_OUT_MS
-# A batch returns from the compiled loop once this share of its designs has finished, so that
-# the rest go on without them (a blocked design's beat lasts until quiescence, about three
-# times an activation).
-RETURN_SHARE = 0.25
 STIMULUS_DURATION_MS = 2.0
 STIMULUS_STRENGTH_PER_MS = 0.5
 
@@ -76,20 +72,38 @@ class Problem:
     parts: list[tuple[sparse.csr_matrix, np.ndarray]]  # (K_part, weight per design [designs])
     excitable: np.ndarray  # [nodes] bool: nodes with an ionic current
     stimulus_ms: np.ndarray  # [nodes] onset of each node's stimulus; inf: never stimulated
-    step_ms: float | None = None  # time step; None: the stable step for the stiffest design
-    plateau_step_ms: float | None = None  # step once every node has activated; None: step_ms
+    # Per design (or one for all): the time step; None: each design's stable step.
+    step_ms: float | np.ndarray | None = None
+    # Per design (or one for all): the step once no upstroke is under way; None: step_ms.
+    plateau_step_ms: float | np.ndarray | None = None
 
     @property
     def n_designs(self) -> int:
         return len(self.parts[0][1])
 
-    def stable_step_ms(self) -> float:
-        """Largest stable explicit step for the stiffest design over the excitable nodes
-        (Gershgorin bound; passive nodes are point-implicit)."""
-        bound = np.zeros(len(self.mass))
+    def stable_steps_ms(self) -> np.ndarray:
+        """Each design's largest stable explicit step over the excitable nodes (Gershgorin
+        bound; passive nodes are point-implicit)."""
+        bound = np.zeros((len(self.mass), self.n_designs))
         for matrix, weights in self.parts:
-            bound += np.asarray(abs(matrix).sum(axis=1)).ravel() * max(weights.max(), 0.0)
-        return float(stable_step_ms((bound / self.mass)[self.excitable].max()))
+            rows = np.asarray(abs(matrix).sum(axis=1)).ravel()
+            bound += rows[:, None] * np.maximum(np.asarray(weights, dtype=float), 0.0)[None, :]
+        return np.asarray(stable_step_ms((bound / self.mass[:, None])[self.excitable].max(axis=0)))
+
+    def steps_ms(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each design's step and plateau step."""
+        n = self.n_designs
+        step = (
+            self.stable_steps_ms()
+            if self.step_ms is None
+            else np.broadcast_to(np.asarray(self.step_ms, dtype=float), (n,))
+        )
+        plateau = (
+            step
+            if self.plateau_step_ms is None
+            else np.broadcast_to(np.asarray(self.plateau_step_ms, dtype=float), (n,))
+        )
+        return np.asarray(step, dtype=float), np.asarray(plateau, dtype=float)
 
 
 def stable_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | np.ndarray:
@@ -109,11 +123,54 @@ def diffusion_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | n
 @dataclass
 class Activation:
     """Activation and repolarisation times [nodes, designs] in ms (inf: never) and the end
-    time of the simulation."""
+    time of the simulation (the latest of any design)."""
 
     times_ms: np.ndarray
     repolarisation_ms: np.ndarray
     end_ms: float
+
+
+class Stiffness:
+    """A problem's stiffness parts on their union's sparsity pattern, nodes in reverse
+    Cuthill-McKee order (neighbours close in memory: the time loop reads each node's
+    neighbours' values, and nearby rows share the cache)."""
+
+    def __init__(self, problem: Problem) -> None:
+        n = len(problem.mass)
+        matrices = [sparse.csr_matrix(matrix) for matrix, _ in problem.parts]
+        union = sum((abs(m) for m in matrices), sparse.csr_matrix((n, n))).tocsr()
+        self.order = reverse_cuthill_mckee(union, symmetric_mode=True)
+        pattern = union[self.order][:, self.order].tocsr()
+        pattern.eliminate_zeros()  # scar's elements: structurally present, conducting nothing
+        pattern.sort_indices()
+        self.indptr = pattern.indptr.astype(np.int64)
+        self.indices = pattern.indices.astype(np.int32)
+        rows = np.repeat(np.arange(n), np.diff(self.indptr))
+        keys = rows * n + self.indices  # increasing: rows in order, columns sorted
+        # Each part's coefficients on the pattern [parts, nnz], and its rows [parts, nodes].
+        self.coefficients = np.zeros((len(matrices), len(keys)))
+        self.part_rows = np.zeros((len(matrices), n), dtype=bool)
+        for p, matrix in enumerate(matrices):
+            entries = matrix[self.order][:, self.order].tocoo()
+            nonzero = entries.data != 0
+            row, col = entries.row[nonzero].astype(np.int64), entries.col[nonzero]
+            np.add.at(
+                self.coefficients[p], np.searchsorted(keys, row * n + col), entries.data[nonzero]
+            )
+            self.part_rows[p, row] = True
+        self.weights = np.stack([np.asarray(w, dtype=float) for _, w in problem.parts])
+
+    def lane(self, designs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coefficients of a lane of designs: shared by all where no part's weight differs
+        between them, and each design's own on the rows where one does."""
+        weights = self.weights[:, designs]  # [parts, lane]
+        shared = weights[:, 0] @ self.coefficients
+        varies = np.ptp(weights, axis=1) > 0
+        own_row = self.part_rows[varies].any(axis=0)
+        own = np.zeros((len(shared), len(designs)))
+        entries = np.repeat(own_row, np.diff(self.indptr))
+        own[entries] = self.coefficients[:, entries].T @ weights
+        return shared, own, own_row
 
 
 def solve_activation(
@@ -122,52 +179,43 @@ def solve_activation(
     """Integrate each design from rest until every excitable node has activated (and, where
     ``repolarise``, per design, repolarised), until the heart is quiescent (no node can
     activate any more: block), or until ``max_time_ms``. The loop is compiled
-    (:mod:`.kernel`); designs that have finished leave the batch, so that one blocked design
-    does not keep the others integrating."""
-    from hydraopt_simulators.ep.kernel import integrate, stacked_parts
+    (:mod:`.kernel`) and integrates lanes of a few designs, each lane with its own step and
+    its own end. A lane lasts as long as its longest beat at its smallest step, so designs
+    share lanes with their likes: full beats with full beats, then by step, then in the order
+    given."""
+    from hydraopt_simulators.ep.kernel import LANES, integrate
 
     n_nodes, n_designs = len(problem.mass), problem.n_designs
-    # Nodes renumbered so that neighbours lie close in memory (reverse Cuthill-McKee): the
-    # time loop reads each node's neighbours' rows of v, and nearby rows share the cache.
-    order = reverse_cuthill_mckee(
-        sum(
-            (abs(sparse.csr_matrix(matrix)) for matrix, _ in problem.parts),
-            sparse.csr_matrix((n_nodes, n_nodes)),
-        ).tocsr(),
-        symmetric_mode=True,
-    )
-    parts = [(sparse.csr_matrix(matrix)[order][:, order], w) for matrix, w in problem.parts]
-    indptr, indices, data, weights = stacked_parts(parts, n_nodes)
-    step_ms = problem.step_ms if problem.step_ms is not None else problem.stable_step_ms()
-    plateau_ms = problem.plateau_step_ms if problem.plateau_step_ms is not None else step_ms
+    stiffness = Stiffness(problem)
+    order = stiffness.order
+    steps, plateau_steps = problem.steps_ms()
     excitable = np.asarray(problem.excitable, dtype=bool)[order]
     mass = np.asarray(problem.mass, dtype=float)[order]
     onset_ms = np.asarray(problem.stimulus_ms, dtype=float)[order]
     repolarise = np.broadcast_to(np.asarray(repolarise, dtype=bool), (n_designs,))
     times = np.full((n_nodes, n_designs), np.inf)
     repolarised = np.full((n_nodes, n_designs), np.inf)
-    # The designs still integrating (columns of the batch) and their state.
-    active = np.arange(n_designs)
-    v = np.zeros((n_nodes, n_designs))
-    h = np.repeat(excitable.astype(float)[:, None], n_designs, axis=1)
-    at, rt = times.copy(), repolarised.copy()
-    t, dt = 0.0, step_ms
-    while len(active):
-        done = np.zeros(len(active), dtype=bool)
-        t, dt = integrate(
-            indptr,
-            indices,
-            data,
-            np.ascontiguousarray(weights[:, active]),
+    end_ms = 0.0
+    alike = np.lexsort((np.arange(n_designs), -plateau_steps, -steps, ~repolarise))
+    for first in range(0, n_designs, LANES):
+        members = alike[first : first + LANES]
+        lane = np.resize(members, LANES)  # a short lane repeats its designs
+        shared, own, own_row = stiffness.lane(lane)
+        at = np.full((n_nodes, LANES), np.inf)
+        rt = np.full((n_nodes, LANES), np.inf)
+        t = integrate(
+            stiffness.indptr,
+            stiffness.indices,
+            shared,
+            own,
+            own_row,
             mass,
             excitable,
             onset_ms,
-            step_ms,
-            plateau_ms,
-            dt,
-            t,
+            float(steps[lane].min()),
+            float(plateau_steps[lane].min()),
             float(max_time_ms),
-            np.ascontiguousarray(repolarise[active]),
+            np.ascontiguousarray(repolarise[lane]),
             TAU_IN_MS,
             TAU_OUT_MS,
             TAU_OPEN_MS,
@@ -177,20 +225,13 @@ def solve_activation(
             STIMULUS_DURATION_MS,
             STIMULUS_STRENGTH_PER_MS,
             QUIESCENT_V,
-            v,
-            h,
             at,
             rt,
-            done,
-            max(1, int(np.ceil(RETURN_SHARE * len(active)))),
         )
-        finished = done | (t >= max_time_ms)
-        times[np.ix_(order, active[finished])] = at[:, finished]
-        repolarised[np.ix_(order, active[finished])] = rt[:, finished]
-        going = ~finished
-        active = active[going]
-        v, h, at, rt = (np.ascontiguousarray(a[:, going]) for a in (v, h, at, rt))
-    return Activation(times, repolarised, t)
+        end_ms = max(end_ms, t)
+        times[np.ix_(order, members)] = at[:, : len(members)]
+        repolarised[np.ix_(order, members)] = rt[:, : len(members)]
+    return Activation(times, repolarised, end_ms)
 
 
 def node_mask_of_elements(
