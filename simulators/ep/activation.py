@@ -75,8 +75,8 @@ class GelParts:
 
     over the classes k of treated elements its coverage pattern covers (elements grouped by
     the coverage patterns that treat them: nested patterns give one class per shell). Designs
-    of every coverage pattern can then share one batch: each class's part is read once per
-    step for all of them, and only where it has elements."""
+    of every coverage pattern are then weighted sums of the same parts, and a design's
+    coefficients differ from the untreated tissue's only on the rows its classes touch."""
 
     tissue: sparse.csr_matrix  # the tissue over every element
     classes: list[tuple[np.ndarray, sparse.csr_matrix, sparse.csr_matrix]]  # (covered by

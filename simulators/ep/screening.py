@@ -12,8 +12,9 @@ enough. Designs whose gel has gone are the untreated heart, solved once.
 
 The RVI needs full beats (until every node has repolarised); activation (total activation
 time, border-zone velocity, block) needs only beats stopped once every node has activated,
-about a third of the cost. So full beats are refined for the RVI first, and the activation
-curves start from every full beat solved and are refined further with the cheaper beats.
+without the plateau and repolarisation. So full beats are refined for the RVI first, and
+the activation curves start from every full beat solved and are refined further with the
+cheaper beats.
 The full beats start at one node per two decades over the designs' range of phi sigma_gel,
 and every curve is refined where it needs it: an interval's midpoint is solved, and when it
 differs from the monotone cubic (PCHIP) interpolation of the nodes around it by more than the
@@ -25,8 +26,8 @@ twice the tolerance (the verified agreement) after the last refinement, or that 
 design. A coverage with fewer designs than the curves would cost is solved design by design.
 
 Each phi node's curves are refined on their own, and every curve of a patient in lockstep: a
-round's midpoints of every coverage and phi are integrated as one batch, since a batch of a
-few designs costs nearly as much per step as one of dozens. Nodes and direct solves are the
+round's midpoints of every coverage and phi are integrated in one call, in lanes of alike
+designs (:func:`.solver.solve_activation`). Nodes and direct solves are the
 validation fidelity's own monodomain solutions, so the screening fidelity agrees with it
 exactly there and to the tolerance between (checked in
 ``tests/test_reference_ep.py`` and ``benchmarks/bench_ep_screening.py``).
@@ -118,8 +119,7 @@ def screened_outputs(
     (``always_interpolate``: build the curves however few the designs, for verification).
 
     Every coverage's curves are refined in lockstep: each round's beats of every coverage are
-    integrated in one batch, since a batch of a few designs costs nearly as much per step as
-    one of dozens."""
+    integrated in one call."""
     n = len(phi)
     result = Screened({name: np.full(n, np.nan) for name in OUTPUT_NAMES})
     gone = phi <= 0

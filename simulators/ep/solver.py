@@ -14,9 +14,10 @@ point-implicitly, implicit in their own diagonal and leak, explicit in their nei
 conductive gel makes them electrotonically fast (time constants far below a millisecond)
 without them setting the step for the whole heart.
 
-Many designs are solved together: v is ``[nodes, designs]`` and each design's stiffness is
-K = A + (1 - phi) B + phi sigma_gel C, the untreated tissue, the treated tissue and the gel
-parts, so one sparse-times-dense product per part serves the whole batch.
+Many designs are solved together, a lane of a few at a time (:mod:`.kernel`): each design's
+stiffness is a weighted sum of parts (the untreated tissue, the treated tissue and the gel),
+and on the rows where no part's weight differs between a lane's designs they share one set
+of coefficients.
 
 A node activates when v rises through 0.5 and repolarises when it falls back through the
 gate's threshold V_gate = 0.13 (-70 mV on the -86.2 to 40 mV scale openCARP's
