@@ -11,7 +11,7 @@ coefficients pays for a loop set-up that costs more than its arithmetic. A lane 
 designs, so it keeps its own time step and stops when its own designs have finished.
 
 Most rows of a design's stiffness are the untreated tissue's, shared by every design; the rows
-the gel touches hold each design's own coefficients (:class:`.solver.Lane`).
+the gel touches hold each design's own coefficients (:meth:`.solver.Stiffness.lane`).
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ def solve_activation(
             float(steps[lane].min()),
             float(plateau_steps[lane].min()),
             float(max_time_ms),
-            np.ascontiguousarray(repolarise[lane]),
+            repolarise[lane],
             TAU_IN_MS,
             TAU_OUT_MS,
             TAU_OPEN_MS,
