@@ -7,8 +7,10 @@ row of the stiffness matrix, its reaction, its gate and its crossings are done t
 its values are in cache, for the lane's designs side by side (``v`` is ``[nodes, LANES]``).
 The lane's width is a compile-time constant, so that the loop over its designs is unrolled
 into straight vector code: with a width known only at run time, each of a row's dozen
-coefficients pays for a loop set-up that costs more than its arithmetic. A lane holds few
-designs, so it keeps its own time step and stops when its own designs have finished.
+coefficients pays for a loop set-up that costs more than its arithmetic. The sparse indices
+are unsigned (:data:`.solver.INDEX_DTYPE`), so that no access pays for negative-index
+wraparound. A lane holds few designs, so it keeps its own time step and stops when its own
+designs have finished.
 
 Most rows of a design's stiffness are the untreated tissue's, shared by every design; the rows
 the gel touches hold each design's own coefficients (:meth:`.solver.Stiffness.lane`).
@@ -55,7 +57,7 @@ def integrate(
     reached.
 
     The stiffness row of node i is ``shared[k]`` for k in ``indptr[i]:indptr[i + 1]`` (column
-    ``indices[k]``), or, where ``own_row[i]``, each design's ``own[k, d]``.
+    ``indices[k]``; both unsigned), or, where ``own_row[i]``, each design's ``own[k, d]``.
 
     Stops once every design has finished, or at ``max_time_ms``. A design has finished once
     every excitable node has activated (and, with ``repolarise``, repolarised), or once its
