@@ -185,7 +185,15 @@ def _coverage_curves(
         result.direct_solves = len(phi)
         return result
     start = np.linspace(log_s.min(), log_s.max(), n_start)
-    curves = yield from _together([_curves_at(c, phi_node, start, log_s) for phi_node in phi_nodes])
+    # Every phi node's starting beats in one round; then the largest phi's curves, and the
+    # smallest phi's as their difference from those (:class:`_Curves`).
+    found = yield from _together([_starting_beats(c, phi_node, start) for phi_node in phi_nodes])
+    curves = [(yield from _curves_at(c, phi_nodes[-1], start, found[-1], log_s, None))]
+    if len(phi_nodes) == 2:
+        beats, fronts, _ = curves[0]
+        curves.insert(
+            0, (yield from _curves_at(c, phi_nodes[0], start, found[0], log_s, (beats, fronts)))
+        )
     result.node_solves = sum(solves for _, _, solves in curves)
     rows = {name: [] for name in OUTPUT_NAMES}
     direct = np.zeros(len(phi), dtype=bool)
@@ -210,18 +218,34 @@ def _coverage_curves(
     return result
 
 
+def _starting_beats(
+    c: int, phi_node: float, start: np.ndarray
+) -> Generator[_Request, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Full beats of one coverage at one phi node at the starting nodes."""
+    return (yield _Request.beats(c, np.full(len(start), phi_node), 10.0**start, True))
+
+
 def _curves_at(
-    c: int, phi_node: float, start: np.ndarray, log_s: np.ndarray
+    c: int,
+    phi_node: float,
+    start: np.ndarray,
+    found: dict[str, np.ndarray],
+    log_s: np.ndarray,
+    base: tuple[_Curves, _Curves] | None,
 ) -> Generator[_Request, dict[str, np.ndarray], tuple[_Curves, _Curves, int]]:
-    """The curves of one coverage at one phi node: full beats refined for the RVI, then
-    activation beats, seeded by every full beat, refined for the activation outputs."""
-    phis = np.full(len(start), phi_node)
-    found = yield _Request.beats(c, phis, 10.0**start, True)
-    beats = _Curves(OUTPUT_NAMES, phi_node, start, found)
+    """The curves of one coverage at one phi node from its starting full beats ``found``:
+    full beats refined for the RVI, then activation beats, seeded by every full beat,
+    refined for the activation outputs (as differences from ``base``, another phi node's
+    full-beat and activation curves, where given)."""
+    beats = _Curves(OUTPUT_NAMES, phi_node, start, found, base[0] if base else None)
     solves = len(start)
     solves += yield from beats.refine(log_s, c, True, REPOLARISATION_OUTPUTS)
     fronts = _Curves(
-        ACTIVATION_OUTPUTS, phi_node, beats.log_s, {n: beats.table[n] for n in ACTIVATION_OUTPUTS}
+        ACTIVATION_OUTPUTS,
+        phi_node,
+        beats.log_s,
+        {n: beats.table[n] for n in ACTIVATION_OUTPUTS},
+        base[1] if base else None,
     )
     solves += yield from fronts.refine(log_s, c, False, ACTIVATION_OUTPUTS)
     return beats, fronts, solves
@@ -264,7 +288,13 @@ def _phi_nodes(model: HeartModel, coverage: str, phi: np.ndarray) -> np.ndarray:
 
 class _Curves:
     """Outputs ``names`` at one phi node over log10 phi sigma_gel nodes, refined where they
-    bend."""
+    bend.
+
+    With a ``base`` (the curves of another phi node, over the same range), what is
+    interpolated is the difference from the base: the treated tissue's conductance (1 - phi)
+    moves the outputs by a small, slowly varying amount at a given phi sigma_gel, so the
+    difference needs far fewer nodes than the output itself, which bends steeply where the
+    gel's conductance takes over (docs/physics.md 3.5)."""
 
     def __init__(
         self,
@@ -272,13 +302,17 @@ class _Curves:
         phi_node: float,
         log_s_nodes: np.ndarray,
         table: dict[str, np.ndarray],
+        base: _Curves | None = None,
     ) -> None:
         self.names = names
         self.phi_node = phi_node
+        self.base = base
         self.log_s = np.array(log_s_nodes, dtype=float)
         self.table = {name: np.array(table[name], dtype=float) for name in names}
         # Intervals whose designs are solved directly.
         self.unresolved: set[tuple[float, float]] = set()
+        # Intervals narrowed past MAX_REFINEMENTS: an output jumps inside.
+        self.jumps: set[tuple[float, float]] = set()
 
     def refine(
         self, log_s_designs: np.ndarray, coverage: int, repolarise: bool, check: tuple[str, ...]
@@ -301,6 +335,8 @@ class _Curves:
             # Past MAX_REFINEMENTS, only jumps are narrowed: misses beyond the verified
             # agreement, and changes of block or activation.
             refine_above = 1.0 if level < MAX_REFINEMENTS else ACCEPTED_MISS
+            if level >= MAX_REFINEMENTS:
+                self.jumps.update((a, b) for a, b, _ in pending)
             middles = np.array([(a + b) / 2 for a, b, _ in pending])
             predicted = self.interpolate(middles)
             phis = np.full(len(middles), self.phi_node)
@@ -333,11 +369,45 @@ class _Curves:
     def interpolate(
         self, log_s: np.ndarray, names: tuple[str, ...] | None = None
     ) -> dict[str, np.ndarray]:
-        """Outputs ``names`` (all by default), monotone cubic in log10 phi sigma_gel."""
-        return {
-            name: PchipInterpolator(self.log_s, self.table[name])(log_s)
-            for name in names or self.names
-        }
+        """Outputs ``names`` (all by default), monotone cubic in log10 phi sigma_gel: the
+        base's plus the interpolated difference from it where there is a base and both are
+        finite throughout, the output itself otherwise."""
+        names = names or self.names
+        values = {name: PchipInterpolator(self.log_s, self.table[name])(log_s) for name in names}
+        if self.base is None:
+            return values
+        # Where the base jumps (block or activation changing, or an interval it narrowed),
+        # its jump need not sit where this curve's does: there, this curve's own nodes.
+        smooth = ~self._holds_any(log_s, self.base.jump_points())
+        base_here = self.base.interpolate(log_s[smooth], names)
+        base_nodes = self.base.interpolate(self.log_s, names)
+        for name in names:
+            difference = self.table[name] - base_nodes[name]
+            if np.isfinite(difference).all() and np.isfinite(base_here[name]).all():
+                difference_here = PchipInterpolator(self.log_s, difference)(log_s[smooth])
+                values[name][smooth] = base_here[name] + difference_here
+        return values
+
+    def jump_points(self) -> np.ndarray:
+        """Where an output jumps: inside intervals narrowed past MAX_REFINEMENTS, and between
+        nodes across which block or activation changes."""
+        changes = [
+            (a, b)
+            for a, b in zip(self.log_s[:-1], self.log_s[1:], strict=True)
+            if self._changes_kind(a, b)
+        ]
+        return np.array(sorted(self.jumps | set(changes))).reshape(-1, 2)
+
+    def _holds_any(self, log_s: np.ndarray, intervals: np.ndarray) -> np.ndarray:
+        """Per point of ``log_s``: whether the interval between this curve's nodes that
+        holds it overlaps any of ``intervals`` ``[k, 2]``."""
+        if not len(intervals):
+            return np.zeros(len(log_s), dtype=bool)
+        k = np.clip(np.searchsorted(self.log_s, log_s, side="right") - 1, 0, len(self.log_s) - 2)
+        low, high = self.log_s[k], self.log_s[k + 1]
+        return np.any(
+            (intervals[None, :, 0] < high[:, None]) & (intervals[None, :, 1] > low[:, None]), axis=1
+        )
 
     # ---- helpers -------------------------------------------------------------------------------
 
