@@ -6,9 +6,12 @@ volume fraction phi in the treated elements and phi sigma_gel (:mod:`.activation
 treated tissue conducts (1 - phi) sigma_tissue and the gel phi sigma_gel. A patient's thousands
 of designs are therefore a few curves: per coverage pattern, the outputs over phi sigma_gel
 (log-spaced: the gel's effect grows over decades of conductivity) at the smallest and the
-largest phi of its designs, linear in phi between them. Where the treated elements hold no
-tissue (a scar-only patch over scar), phi acts only through phi sigma_gel and one curve is
-enough. Designs whose gel has gone are the untreated heart, solved once.
+largest phi of its designs, linear in phi between them. The largest phi's curves are refined
+first; the smallest phi's interpolate their difference from those (phi moves the outputs
+little at a given phi sigma_gel, and slowly), except where the largest phi's jump
+(:class:`_Curves`). Where the treated elements hold no tissue (a scar-only patch over scar),
+phi acts only through phi sigma_gel and one curve is enough. Designs whose gel has gone are
+the untreated heart, solved once.
 
 The RVI needs full beats (until every node has repolarised); activation (total activation
 time, border-zone velocity, block) needs only beats stopped once every node has activated,
@@ -25,11 +28,10 @@ solved directly, as are those of an interval whose last midpoint still missed by
 twice the tolerance (the verified agreement) after the last refinement, or that holds a single
 design. A coverage with fewer designs than the curves would cost is solved design by design.
 
-Each phi node's curves are refined on their own, and every curve of a patient in lockstep: a
-round's midpoints of every coverage and phi are integrated in one call, in lanes of alike
-designs (:func:`.solver.solve_activation`). Nodes and direct solves are the
-validation fidelity's own monodomain solutions, so the screening fidelity agrees with it
-exactly there and to the tolerance between (checked in
+Every curve of a patient is refined in lockstep: a round's midpoints of every coverage are
+integrated in one call, in lanes of alike designs (:func:`.solver.solve_activation`). Nodes
+and direct solves are the validation fidelity's own monodomain solutions, so the screening
+fidelity agrees with it exactly there and to the tolerance between (checked in
 ``tests/test_reference_ep.py`` and ``benchmarks/bench_ep_screening.py``).
 """
 
