@@ -373,7 +373,8 @@ class _Curves:
     ) -> dict[str, np.ndarray]:
         """Outputs ``names`` (all by default), monotone cubic in log10 phi sigma_gel: the
         base's plus the interpolated difference from it where there is a base and both are
-        finite throughout, the output itself otherwise."""
+        finite throughout, the output itself otherwise (and always for block, whose sign a
+        difference near zero could flip)."""
         names = names or self.names
         values = {name: PchipInterpolator(self.log_s, self.table[name])(log_s) for name in names}
         if self.base is None:
@@ -384,6 +385,8 @@ class _Curves:
         base_here = self.base.interpolate(log_s[smooth], names)
         base_nodes = self.base.interpolate(self.log_s, names)
         for name in names:
+            if name == "conduction_block_pct":
+                continue
             difference = self.table[name] - base_nodes[name]
             if np.isfinite(difference).all() and np.isfinite(base_here[name]).all():
                 difference_here = PchipInterpolator(self.log_s, difference)(log_s[smooth])
