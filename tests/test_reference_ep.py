@@ -355,11 +355,13 @@ def test_a_beat_ends_once_nothing_more_can_activate():
 
 def test_the_plateau_step_leaves_activation_untouched():
     """The larger step is taken only once no upstroke can be under way: activation times are
-    those of the reaction's step throughout, repolarisation within about a step's worth."""
-    from hydraopt_simulators.ep.solver import solve_activation
+    those of the upstroke's step throughout, repolarisation within a millisecond."""
+    from hydraopt_simulators.ep.solver import PLATEAU_STEP_MS, UPSTROKE_STEP_MS, solve_activation
 
-    fine = solve_activation(_half_blocked_bar(0.1, None), 600.0, repolarise=True)
-    plateau = solve_activation(_half_blocked_bar(0.1, 0.25), 600.0, repolarise=True)
+    fine = solve_activation(_half_blocked_bar(UPSTROKE_STEP_MS, None), 600.0, repolarise=True)
+    plateau = solve_activation(
+        _half_blocked_bar(UPSTROKE_STEP_MS, PLATEAU_STEP_MS), 600.0, repolarise=True
+    )
     np.testing.assert_array_equal(plateau.times_ms, fine.times_ms)
     repolarised = np.isfinite(fine.repolarisation_ms)
     assert np.array_equal(np.isfinite(plateau.repolarisation_ms), repolarised)

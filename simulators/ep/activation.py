@@ -36,9 +36,8 @@ from hydraopt.domain.mesh import REGION_BORDER_ZONE, REGION_SCAR, PatientMesh
 from hydraopt_simulators.ep.purkinje import endocardial_activation_ms
 from hydraopt_simulators.ep.solver import (
     PLATEAU_STEP_MS,
-    REACTION_STEP_MS,
+    UPSTROKE_STEP_MS,
     Problem,
-    diffusion_step_ms,
     node_mask_of_elements,
     solve_activation,
 )
@@ -157,16 +156,10 @@ class HeartModel:
         n = len(phi)
         coverage = np.asarray(coverage, dtype=int)
         repolarise = np.broadcast_to(np.asarray(repolarise, dtype=bool), (n,))
-        limits = self.diffusion_steps(coverage, phi, phi_sigma)
+        largest = self.largest_eigenvalues(coverage, phi, phi_sigma)
         # Alike designs next to each other, so that they share the solver's lanes.
         order = np.lexsort((phi, phi_sigma, coverage))
-        problem = self.problem(
-            coverage[order],
-            phi[order],
-            phi_sigma[order],
-            np.minimum(REACTION_STEP_MS, limits[order]),
-            np.minimum(PLATEAU_STEP_MS, limits[order]),
-        )
+        problem = self.problem(coverage[order], phi[order], phi_sigma[order], largest[order])
         solution = solve_activation(problem, settings.max_time_ms, repolarise[order])
         activation = np.empty_like(solution.times_ms)
         repolarisation = np.empty_like(solution.repolarisation_ms)
@@ -179,32 +172,43 @@ class HeartModel:
         coverage: np.ndarray,
         phi: np.ndarray,
         phi_sigma: np.ndarray,
-        step_ms: float | np.ndarray,
-        plateau_step_ms: float | np.ndarray,
+        eigenvalue_bounds: np.ndarray | None = None,
+        step_ms: float = UPSTROKE_STEP_MS,
+        plateau_step_ms: float = PLATEAU_STEP_MS,
     ) -> Problem:
-        """The monodomain problem of a batch of designs, integrated with ``step_ms`` and,
-        once no upstroke is under way, ``plateau_step_ms`` (per design or for all)."""
+        """The monodomain problem of a batch of designs, integrated with steps up to
+        ``step_ms`` while an upstroke may be under way and ``plateau_step_ms`` after, their
+        stages set by ``eigenvalue_bounds`` (:meth:`largest_eigenvalues`; None: the
+        problem's own, looser, bound)."""
         gel = self.gel_parts()
         parts = [(gel.tissue, np.ones(len(phi)))]
         for covers, tissue, unit_gel in gel.classes:
             inside = covers[coverage]
             if inside.any():
                 parts += [(tissue, -phi * inside), (unit_gel, phi_sigma * inside)]
-        return Problem(self.mass, parts, self.excitable, self.stimulus_ms, step_ms, plateau_step_ms)
+        return Problem(
+            self.mass,
+            parts,
+            self.excitable,
+            self.stimulus_ms,
+            step_ms,
+            plateau_step_ms,
+            eigenvalue_bounds,
+        )
 
-    def diffusion_steps(
+    def largest_eigenvalues(
         self, coverage: np.ndarray, phi: np.ndarray, phi_sigma: np.ndarray
     ) -> np.ndarray:
-        """Each design's explicit diffusion step limit [ms] (Gershgorin bound over the
-        excitable nodes: :func:`.solver.diffusion_step_ms`)."""
+        """Each design's Gershgorin bound on the largest eigenvalue of M^-1 K over the
+        excitable nodes [1/ms], which sets its stages (:func:`.solver.time_stepping`)."""
         bounds = self.gel_parts().bounds
-        steps = np.empty(len(phi))
+        largest = np.empty(len(phi))
         for start in range(0, len(phi), STEP_CHUNK):
             chunk = slice(start, start + STEP_CHUNK)
             weights = np.stack([np.ones_like(phi[chunk]), 1.0 - phi[chunk], phi_sigma[chunk]], 1)
             rows = np.einsum("dk,dkn->dn", weights, bounds[coverage[chunk]])
-            steps[chunk] = diffusion_step_ms(rows.max(axis=1))
-        return steps
+            largest[chunk] = rows.max(axis=1)
+        return largest
 
     def measures(self, activation: np.ndarray, repolarisation: np.ndarray) -> dict[str, np.ndarray]:
         return measures(

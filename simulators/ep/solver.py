@@ -6,13 +6,16 @@
 
 (Mitchell & Schaeffer, Bull Math Biol 2003;65:767-793; v is the normalised transmembrane
 potential, 0 at rest and 1 at the plateau.) Space: P1 tetrahedra with the lumped (row-summed)
-mass matrix, so the diffusion update needs no linear solve; time: forward Euler for v and the
-exact exponential (Rush-Larsen) update for the gate h, with a step below both the reaction's
-accuracy limit and the diffusion's stability limit 2 / lambda_max(M^-1 K) over the excitable
-nodes. Passive nodes (inside scar: no ionic current, a tenth of the capacitance) are updated
-point-implicitly, implicit in their own diagonal and leak, explicit in their neighbours: a
-conductive gel makes them electrotonically fast (time constants far below a millisecond)
-without them setting the step for the whole heart.
+mass matrix, so the diffusion update needs no linear solve. Time: the second-order
+Runge-Kutta-Chebyshev scheme for v (:mod:`.rkc`), with a step chosen for accuracy (short while
+an upstroke may be under way, long over the plateau and repolarisation) and as many stages as
+its stability needs: the Jacobian's eigenvalues lie within [-(lambda_max(M^-1 K) + the
+reaction's stiffest rate), 0] over the excitable nodes; the gate h by its exact exponential
+(Rush-Larsen) update. Passive nodes (inside scar: no ionic current, a tenth of the
+capacitance) are updated point-implicitly over each stage's share of the step, implicit in
+their own diagonal and leak, explicit in their neighbours: a conductive gel makes them
+electrotonically fast (time constants far below a millisecond) without them setting the
+stiffness for the whole heart.
 
 Many designs are solved together, a lane of a few at a time (:mod:`.kernel`): each design's
 stiffness is a weighted sum of parts (the untreated tissue, the treated tissue and the gel),
@@ -34,6 +37,8 @@ import numpy as np
 import scipy.sparse as sparse
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
+from hydraopt_simulators.ep import rkc
+
 # Mitchell & Schaeffer 2003, Table 1 (ms).
 TAU_IN_MS = 0.3
 TAU_OUT_MS = 6.0
@@ -44,12 +49,19 @@ ACTIVATION_THRESHOLD = 0.5
 # Surface-to-volume ratio and membrane capacitance (openCARP defaults: 0.14 um^-1, 1 uF/cm^2).
 BETA_PER_M = 1.4e5
 MEMBRANE_CAPACITANCE_F_PER_M2 = 1e-2
-REACTION_STEP_MS = 0.1
-# Once every node has activated there is no upstroke left to resolve (tau_in = 0.3 ms), only
-# the plateau and repolarisation (tau_out = 6 ms, tau_close = 150 ms): the step grows to this,
-# within the diffusion's stability limit. Repolarisation times change by less than the
-# screening tolerance against the reaction step throughout (docs/physics.md 3.1, measured).
-PLATEAU_STEP_MS = 0.25
+# The largest step while an upstroke may be under way (tau_in = 0.3 ms): total activation
+# within 0.6-2.8 ms of the converged solution, closer than forward Euler's 0.1 ms step
+# (docs/physics.md 3.1, measured).
+UPSTROKE_STEP_MS = 0.4
+# Once no upstroke is under way there is only the plateau and repolarisation left (tau_out =
+# 6 ms, tau_close = 150 ms): repolarisation within 4.8 ms (p99) of the converged solution, as
+# forward Euler's 0.25 ms step was (docs/physics.md 3.1, measured).
+PLATEAU_STEP_MS = 2.0
+# The reaction's stiffest rate, |dJ/dv| <= 1 / tau_in + 1 / tau_out (at v = 1 with the gate
+# open: the top of an upstroke), added to the diffusion's in the stability bound.
+REACTION_RATE_BOUND_PER_MS = 1.0 / TAU_IN_MS + 1.0 / TAU_OUT_MS
+# Steps stay within this share of the stability limit.
+STABILITY_MARGIN = 0.9
 # A beat is over once every node is below this potential (and every stimulus is over): there
 # the ionic current h v^2 (1 - v) / tau_in - v / tau_out repolarises whatever the gate h <= 1
 # (it does for v < tau_in / tau_out), so no node can activate any more. Half that bound, as a
@@ -77,52 +89,48 @@ class Problem:
     parts: list[tuple[sparse.csr_matrix, np.ndarray]]  # (K_part, weight per design [designs])
     excitable: np.ndarray  # [nodes] bool: nodes with an ionic current
     stimulus_ms: np.ndarray  # [nodes] onset of each node's stimulus; inf: never stimulated
-    # Per design (or one for all): the time step; None: each design's stable step.
-    step_ms: float | np.ndarray | None = None
-    # Per design (or one for all): the step once no upstroke is under way; None: step_ms.
-    plateau_step_ms: float | np.ndarray | None = None
+    # The largest step while an upstroke may be under way (per design, or one for all).
+    step_ms: float | np.ndarray = UPSTROKE_STEP_MS
+    # The largest step once none is; None: step_ms.
+    plateau_step_ms: float | np.ndarray | None = PLATEAU_STEP_MS
+    # Per design: a bound on the largest eigenvalue of M^-1 K over the excitable nodes
+    # [1/ms]; None: the Gershgorin bound of the weighted parts.
+    eigenvalue_bounds: np.ndarray | None = None
 
     @property
     def n_designs(self) -> int:
         return len(self.parts[0][1])
 
-    def stable_steps_ms(self) -> np.ndarray:
-        """Each design's largest stable explicit step over the excitable nodes (Gershgorin
-        bound; passive nodes are point-implicit)."""
+    def largest_eigenvalues(self) -> np.ndarray:
+        """Each design's bound on the largest eigenvalue of M^-1 K over the excitable nodes
+        (passive nodes are point-implicit) [1/ms]."""
+        if self.eigenvalue_bounds is not None:
+            return np.broadcast_to(
+                np.asarray(self.eigenvalue_bounds, dtype=float), (self.n_designs,)
+            )
         bound = np.zeros((len(self.mass), self.n_designs))
         for matrix, weights in self.parts:
             rows = np.asarray(abs(matrix).sum(axis=1)).ravel()
             bound += rows[:, None] * np.maximum(np.asarray(weights, dtype=float), 0.0)[None, :]
-        return np.asarray(stable_step_ms((bound / self.mass[:, None])[self.excitable].max(axis=0)))
+        return (bound / self.mass[:, None])[self.excitable].max(axis=0)
 
     def steps_ms(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each design's step and plateau step."""
+        """Each design's largest step while an upstroke may be under way, and after."""
         n = self.n_designs
-        step = (
-            self.stable_steps_ms()
-            if self.step_ms is None
-            else np.broadcast_to(np.asarray(self.step_ms, dtype=float), (n,))
-        )
-        plateau = (
-            step
-            if self.plateau_step_ms is None
-            else np.broadcast_to(np.asarray(self.plateau_step_ms, dtype=float), (n,))
-        )
-        return np.asarray(step, dtype=float), np.asarray(plateau, dtype=float)
+        step = np.broadcast_to(np.asarray(self.step_ms, dtype=float), (n,))
+        plateau = step if self.plateau_step_ms is None else self.plateau_step_ms
+        plateau = np.broadcast_to(np.asarray(plateau, dtype=float), (n,))
+        return np.array(step), np.array(plateau)
 
 
-def stable_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | np.ndarray:
-    """The explicit step for a bound on the largest eigenvalue of M^-1 K [1/ms]: the
-    diffusion's limit (:func:`diffusion_step_ms`), never above the reaction's accuracy
-    limit."""
-    return np.minimum(REACTION_STEP_MS, diffusion_step_ms(largest_eigenvalue_bound))
-
-
-def diffusion_step_ms(largest_eigenvalue_bound: float | np.ndarray) -> float | np.ndarray:
-    """90% of the explicit diffusion's stability limit 2 / lambda (inf without diffusion)."""
-    lam = np.asarray(largest_eigenvalue_bound, dtype=float)
-    safe = np.where(lam > 0, lam, 1.0)
-    return np.where(lam > 0, 0.9 * 2.0 / safe, np.inf)
+def time_stepping(largest_eigenvalue: float, largest_step_ms: float) -> tuple[int, float]:
+    """RKC2's stages and step [ms] for a bound on the largest eigenvalue of M^-1 K [1/ms]
+    and an accuracy limit on the step: the cheapest per millisecond within
+    :data:`STABILITY_MARGIN` of the stability limit, the reaction's stiffest rate added to the
+    diffusion's (:func:`.rkc.cheapest_step`)."""
+    return rkc.cheapest_step(
+        largest_eigenvalue + REACTION_RATE_BOUND_PER_MS, largest_step_ms, STABILITY_MARGIN
+    )
 
 
 @dataclass
@@ -185,16 +193,17 @@ def solve_activation(
     """Integrate each design from rest until every excitable node has activated (and, where
     ``repolarise``, per design, repolarised), until the heart is quiescent (no node can
     activate any more: block), or until ``max_time_ms``. The loop is compiled
-    (:mod:`.kernel`) and integrates lanes of a few designs, each lane with its own step and
-    its own end. A lane lasts as long as its longest beat at its smallest step, so designs
-    share lanes with their likes: full beats with full beats, then by step, then in the order
-    given."""
+    (:mod:`.kernel`) and integrates lanes of a few designs, each lane with its own steps and
+    stages (:func:`time_stepping`, for the stiffest of its designs) and its own end. A lane
+    lasts as long as its longest beat at its cheapest steps, so designs share lanes with their
+    likes: full beats with full beats, then by stiffness, then in the order given."""
     from hydraopt_simulators.ep.kernel import LANES, integrate
 
     n_nodes, n_designs = len(problem.mass), problem.n_designs
     stiffness = Stiffness(problem)
     order = stiffness.order
     steps, plateau_steps = problem.steps_ms()
+    largest = problem.largest_eigenvalues()
     excitable = np.asarray(problem.excitable, dtype=bool)[order]
     mass = np.asarray(problem.mass, dtype=float)[order]
     onset_ms = np.asarray(problem.stimulus_ms, dtype=float)[order]
@@ -202,11 +211,13 @@ def solve_activation(
     times = np.full((n_nodes, n_designs), np.inf)
     repolarised = np.full((n_nodes, n_designs), np.inf)
     end_ms = 0.0
-    alike = np.lexsort((np.arange(n_designs), -plateau_steps, -steps, ~repolarise))
+    alike = np.lexsort((np.arange(n_designs), -plateau_steps, -steps, largest, ~repolarise))
     for first in range(0, n_designs, LANES):
         members = alike[first : first + LANES]
         lane = np.resize(members, LANES)  # a short lane repeats its designs
         shared, own, own_row = stiffness.lane(lane)
+        upstroke_stages, upstroke_ms = time_stepping(largest[lane].max(), steps[lane].min())
+        plateau_stages, plateau_ms = time_stepping(largest[lane].max(), plateau_steps[lane].min())
         at = np.full((n_nodes, LANES), np.inf)
         rt = np.full((n_nodes, LANES), np.inf)
         t = integrate(
@@ -218,8 +229,10 @@ def solve_activation(
             mass,
             excitable,
             onset_ms,
-            float(steps[lane].min()),
-            float(plateau_steps[lane].min()),
+            upstroke_ms,
+            rkc.coefficients(upstroke_stages),
+            plateau_ms,
+            rkc.coefficients(plateau_stages),
             float(max_time_ms),
             repolarise[lane],
             TAU_IN_MS,
