@@ -48,7 +48,7 @@ from hydraopt_simulators.hydrogel import gel_state, polymer_feasibility
 # Membrane (capacitance) per volume of scar relative to myocardium (assumed: the fibroblasts
 # and surviving myocytes of a scar).
 SCAR_CAPACITANCE_FRACTION = 0.1
-STEP_CHUNK = 256  # designs per block of stable-step bounds (memory)
+STEP_CHUNK = 256  # designs per block of eigenvalue bounds (memory)
 RVI_DESIGN_CHUNK = 8  # designs per block of pair computations (memory)
 # The RVI reported is that of the most vulnerable 5% of the myocardium: the single smallest
 # pair is decided by how the mesh cuts the scar's edge (Campos et al. 2019 on its sensitivity
@@ -152,7 +152,7 @@ class HeartModel:
         patterns ``coverage`` (indices into COVERAGE_PATTERNS), gel volume fractions ``phi``
         and ``phi_sigma`` [S/m]. Without ``repolarise`` (per design), a beat stops once every
         node has activated and repolarisation is all inf. Designs are integrated in lanes
-        (:func:`.solver.solve_activation`), each at its own stable step."""
+        (:func:`.solver.solve_activation`), each with the steps and stages its stiffness needs."""
         n = len(phi)
         coverage = np.asarray(coverage, dtype=int)
         repolarise = np.broadcast_to(np.asarray(repolarise, dtype=bool), (n,))

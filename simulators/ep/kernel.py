@@ -109,41 +109,18 @@ def integrate(
         scheme = upstroke_scheme if upstroke else plateau_scheme
         mu, nu, mu_tilde, gamma_tilde, c = scheme[0], scheme[1], scheme[2], scheme[3], scheme[4]
         stages = scheme.shape[1] - 1
-        # Y_1 = Y_0 + mu~_1 dt F(Y_0), keeping F(Y_0).
-        _stage(
-            matrix,
-            kinetics,
-            v,
-            v,
-            v,
-            rate_start,
-            stage[0],
-            h,
-            t,
-            t,
-            dt,
-            1.0,
-            0.0,
-            0.0,
-            mu_tilde[1],
-            0.0,
-            True,
-            c[1] * dt,
-            False,
-            repolarise,
-            times,
-            repolarised,
-        )
+        # Stage j from Y_{j-1} and Y_{j-2} (Y_0 = Y_{-1} = v); stage 1's row of the table
+        # has mu = nu = gamma~ = 0, so it is Y_1 = v + mu~_1 dt F(v), keeping F(v).
         previous = v
-        current = stage[0]
-        free = 1
+        current = v
+        free = 0
         stirring = False
-        for j in range(2, stages + 1):
+        for j in range(1, stages + 1):
             last = j == stages
             target = v_new if last else stage[free]
             stirring = _stage(matrix, kinetics, current, v, previous, rate_start, target, h, t,
                               t + c[j - 1] * dt, dt, 1.0 - mu[j] - nu[j], mu[j], nu[j],
-                              mu_tilde[j], gamma_tilde[j], False, (c[j] - c[j - 1]) * dt, last,
+                              mu_tilde[j], gamma_tilde[j], j == 1, (c[j] - c[j - 1]) * dt, last,
                               repolarise, times, repolarised)  # fmt: skip
             previous = current
             current = target

@@ -29,7 +29,8 @@ MAX_STAGES = 64
 @cache
 def coefficients(stages: int) -> np.ndarray:
     """``[5, stages + 1]``: rows mu, nu, mu~, gamma~ and c (the stage times over dt), column j
-    for stage j (column 0 unused but for c_0 = 0)."""
+    for stage j (column 0 unused but for c_0 = 0; stage 1 has mu = nu = gamma~ = 0, so the
+    general stage formula gives Y_1 = Y_0 + mu~_1 dt F_0)."""
     if stages < 2:
         raise ValueError(f"RKC2 needs at least 2 stages, got {stages}")
     s = stages

@@ -361,11 +361,8 @@ class _Curves:
         """Designs in an interval still outside the tolerance, or across which block or
         activation changes."""
         direct = np.zeros(len(log_s_designs), dtype=bool)
-        for a, b in self.unresolved:
+        for a, b in self.unresolved | self._kind_changes():
             direct |= (log_s_designs >= a) & (log_s_designs <= b)
-        for a, b in zip(self.log_s[:-1], self.log_s[1:], strict=True):
-            if self._changes_kind(a, b):
-                direct |= (log_s_designs >= a) & (log_s_designs <= b)
         return direct
 
     def interpolate(
@@ -381,7 +378,7 @@ class _Curves:
             return values
         # Where the base jumps (block or activation changing, or an interval it narrowed),
         # its jump need not sit where this curve's does: there, this curve's own nodes.
-        smooth = ~self._holds_any(log_s, self.base.jump_points())
+        smooth = ~self._holds_any(log_s, self.base.jump_intervals())
         base_here = self.base.interpolate(log_s[smooth], names)
         base_nodes = self.base.interpolate(self.log_s, names)
         for name in names:
@@ -393,15 +390,10 @@ class _Curves:
                 values[name][smooth] = base_here[name] + difference_here
         return values
 
-    def jump_points(self) -> np.ndarray:
-        """Where an output jumps: inside intervals narrowed past MAX_REFINEMENTS, and between
-        nodes across which block or activation changes."""
-        changes = [
-            (a, b)
-            for a, b in zip(self.log_s[:-1], self.log_s[1:], strict=True)
-            if self._changes_kind(a, b)
-        ]
-        return np.array(sorted(self.jumps | set(changes))).reshape(-1, 2)
+    def jump_intervals(self) -> np.ndarray:
+        """``[k, 2]``: where an output jumps, inside intervals narrowed past MAX_REFINEMENTS
+        and between nodes across which block or activation changes."""
+        return np.array(sorted(self.jumps | self._kind_changes())).reshape(-1, 2)
 
     def _holds_any(self, log_s: np.ndarray, intervals: np.ndarray) -> np.ndarray:
         """Per point of ``log_s``: whether the interval between this curve's nodes that
@@ -422,6 +414,15 @@ class _Curves:
         self.log_s = merged[order]
         for name in self.names:
             self.table[name] = np.concatenate([self.table[name], solved[name]])[order]
+
+    def _kind_changes(self) -> set[tuple[float, float]]:
+        """The intervals between neighbouring nodes across which block or activation
+        changes."""
+        return {
+            (a, b)
+            for a, b in zip(self.log_s[:-1], self.log_s[1:], strict=True)
+            if self._changes_kind(a, b)
+        }
 
     def _changes_kind(self, a: float, b: float) -> bool:
         """Whether block appears or disappears, or an output becomes (non-)finite, between
