@@ -173,6 +173,36 @@ class MesherChoice(PluginChoice):
     plugin: str = Field("lv-ellipsoid", description="Name of the mesher plugin.")
 
 
+class EncoderChoice(PluginChoice):
+    """The polymer encoder plugin and its settings; ``polybert`` (the seeds') by default."""
+
+    plugin: str = Field("polybert", description="Name of the encoder plugin.")
+
+
+BASELINES = ("hist-gradient-boosting", "no-encoder")
+
+
+class TrainConfig(Section):
+    """Stage ``train``: what the surrogate is judged against, besides its test patients."""
+
+    baselines: list[Literal["hist-gradient-boosting", "no-encoder"]] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="Trained on the same split and judged on the same test patients: "
+        "scikit-learn gradient boosting on the same features, and the surrogate without a "
+        "polymer encoder.",
+    )
+    leave_polymer_out: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the distinct polymers (by PSMILES) held out of training and "
+        "tested on alone, with the configured encoder and with none; 0 skips it.",
+    )
+    interval: float = Field(
+        0.9, gt=0.0, lt=1.0, description="Central probability of the predictive intervals."
+    )
+
+
 class SplitFractions(Section):
     """Shares of the patients in each split of the dataset (patients, never rows, are split)."""
 
@@ -264,6 +294,14 @@ class PipelineConfig(Section):
     surrogate: PluginChoice | None = Field(
         None, description="Stage 1: the surrogate plugin and its settings."
     )
+    encoder: EncoderChoice = Field(
+        default_factory=EncoderChoice,
+        description="Stage 1: the polymer encoder the surrogate uses, and its settings.",
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Stage 1: baselines and the leave-polymer-out evaluation.",
+    )
     policy: PluginChoice | None = Field(
         None, description="Stage 2: the design-policy plugin and its settings."
     )
@@ -291,6 +329,7 @@ class PipelineConfig(Section):
             )
         if self.surrogate:
             yield ("surrogate",), "surrogate", self.surrogate.plugin, self.surrogate.settings
+            yield ("encoder",), "encoder", self.encoder.plugin, self.encoder.settings
         if self.policy:
             yield ("policy",), "policy", self.policy.plugin, self.policy.settings
         if self.screen:

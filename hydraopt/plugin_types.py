@@ -23,6 +23,7 @@ from hydraopt.domain import (
     OutputSpec,
     Patient,
     Predictions,
+    SurrogateInputs,
     TrainingData,
 )
 from hydraopt.domain.mesh import PatientMesh
@@ -182,33 +183,60 @@ class Generator(Protocol):
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Maps polymer SMILES to embeddings of shape ``[len(psmiles), embedding_dim]``."""
+    """Maps polymer repeat units (PSMILES, ``[*]`` end points) to fixed-size embeddings.
+
+    ``embedding_dim`` may be 0: no polymer encoder, the baseline that shows what one is worth.
+    ``fingerprint`` is a digest of everything that decides the embeddings (weights, tokenizer,
+    settings): a surrogate's checkpoint records it, so one trained with another encoder is
+    refused. ``encode`` gives frozen embeddings, ``float32 [len(psmiles), embedding_dim]``,
+    deterministic. ``trainable_module()`` is None for a frozen encoder; otherwise a
+    ``torch.nn.Module`` whose ``forward(psmiles: Sequence[str]) -> Tensor [n, embedding_dim]``
+    the surrogate trains with its own parameters (polyBERT's LoRA adapters), and whose
+    ``state_dict()`` holds exactly what training changes.
+    """
 
     embedding_dim: int
+    fingerprint: str
 
     def encode(self, psmiles: Sequence[str]) -> np.ndarray: ...
+
+    def trainable_module(self) -> Any: ...
 
 
 @runtime_checkable
 class Surrogate(Protocol):
-    """Predicts declared ``outputs`` for designs on one patient, without simulation, with the
-    uncertainty of each prediction. *Provisional*: it grows with Stage 1.
+    """Predicts outcomes of designs on patients without simulating them, each prediction with
+    its uncertainty (Stage 1).
 
-    ``fit`` trains on simulated outcomes (validating on the held-out patients) and returns
-    validation metrics by name; ``save`` writes everything ``load`` needs into an empty
-    folder, and ``load`` restores a fitted surrogate from it into a new object built with the
-    same settings.
+    ``fit`` trains on ``train`` with ``encoder`` for the polymers, selects on ``validation``
+    (other patients) and returns the validation metrics by name; all randomness, MC dropout
+    at prediction included, comes from ``seed``. ``workdir`` persists across
+    runs of the stage: keep checkpoints there so that a killed training resumes from its last
+    epoch. ``report`` (may be None) takes one line of progress. ``outputs`` declares what it
+    predicts, with units, once fitted or loaded. ``save`` writes everything ``load`` needs
+    into an empty folder; ``load`` restores a fitted surrogate into a new object built with
+    the same settings and an encoder built with the same settings, and refuses (``ValueError``
+    naming the file) a folder written with another configuration or encoder.
+    ``predict(inputs)`` gives the predicted outcomes and their standard deviations.
     """
 
     outputs: tuple[OutputSpec, ...]
 
-    def fit(self, data: TrainingData, workdir: Path) -> Mapping[str, float]: ...
+    def fit(
+        self,
+        train: TrainingData,
+        validation: TrainingData,
+        encoder: Encoder,
+        workdir: Path,
+        seed: int = 0,
+        report: Callable[[str], None] | None = None,
+    ) -> Mapping[str, float]: ...
 
     def save(self, directory: Path) -> None: ...
 
-    def load(self, directory: Path) -> None: ...
+    def load(self, directory: Path, encoder: Encoder) -> None: ...
 
-    def predict(self, patient: Patient, designs: DesignBatch) -> Predictions: ...
+    def predict(self, inputs: SurrogateInputs) -> Predictions: ...
 
 
 @runtime_checkable

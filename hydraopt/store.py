@@ -49,7 +49,7 @@ Table = Mapping[str, np.ndarray]
 class ArtifactRecord:
     """What a stage record keeps of one artifact.
 
-    :param kind: ``tables``, ``file`` or ``shards``.
+    :param kind: ``tables``, ``file``, ``folder`` or ``shards``.
     :param path: relative to the run directory.
     :param digest: content digest (values and meta, not provenance).
     :param files: SHA-256 and size of every file the artifact consists of, by relative path.
@@ -103,6 +103,17 @@ class FileArtifact:
         sidecar = _read_json(path.with_name(path.name + ".json"))
         self.meta: dict[str, Any] = sidecar["meta"]
         self.provenance: dict[str, Any] = sidecar["provenance"]
+
+
+class FolderArtifact:
+    """A ``folder`` artifact read back: the folder (a saved model, a report), its meta and
+    provenance."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        manifest = _read_json(path / MANIFEST)
+        self.meta: dict[str, Any] = manifest["meta"]
+        self.provenance: dict[str, Any] = manifest["provenance"]
 
 
 class ShardedArtifact:
@@ -252,14 +263,7 @@ class RunStore:
             staging / MANIFEST,
             {"meta": meta, "provenance": dict(provenance), "shards": entries},
         )
-        # Swap the folder in: a crash between the two renames leaves the stage record
-        # pointing at a missing folder, which only means the stage is redone.
-        previous = self.artifacts_dir / f".{name}.previous.tmp"
-        shutil.rmtree(previous, ignore_errors=True)
-        if root.exists():
-            os.replace(root, previous)
-        os.replace(staging, root)
-        shutil.rmtree(previous, ignore_errors=True)
+        self._swap_in(staging, root)
         digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
         for key in sorted(entries):
             digest.update(f"{key}:{entries[key]['content_digest']}".encode())
@@ -267,6 +271,43 @@ class RunStore:
         for path in sorted(root.iterdir()):
             files.update(self._files(path))
         return ArtifactRecord(name, "shards", self._relative(root), digest.hexdigest(), files)
+
+    def write_folder(
+        self,
+        name: str,
+        source: Path,
+        provenance: Mapping[str, Any],
+        meta: Mapping[str, Any] | None = None,
+    ) -> ArtifactRecord:
+        """Copy the files of folder ``source`` to ``artifacts/NAME/`` with a manifest; the
+        folder appears whole or not at all."""
+        root = self.artifacts_dir / name
+        meta = dict(meta or {})
+        staging = self.artifacts_dir / f".{name}.staging.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        if (staging / MANIFEST).exists():
+            raise StoreError(f"{source}: a folder artifact may not hold its own {MANIFEST}")
+        write_json(staging / MANIFEST, {"meta": meta, "provenance": dict(provenance)})
+        self._swap_in(staging, root)
+        files = {}
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            files.update(self._files(path))
+        digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+        for relative, entry in files.items():
+            if not relative.endswith(MANIFEST):
+                digest.update(f"{relative}:{entry['sha256']}".encode())
+        return ArtifactRecord(name, "folder", self._relative(root), digest.hexdigest(), files)
+
+    def _swap_in(self, staging: Path, root: Path) -> None:
+        # A crash between the two renames leaves the stage record pointing at a missing
+        # folder, which only means the stage is redone.
+        previous = self.artifacts_dir / f".{root.name}.previous.tmp"
+        shutil.rmtree(previous, ignore_errors=True)
+        if root.exists():
+            os.replace(root, previous)
+        os.replace(staging, root)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.run_dir))
@@ -292,6 +333,9 @@ class RunStore:
 
     def shards(self, name: str) -> ShardedArtifact:
         return ShardedArtifact(self._located(name, "shards"))
+
+    def folder(self, name: str) -> FolderArtifact:
+        return FolderArtifact(self._located(name, "folder"))
 
     def _located(self, name: str, kind: str) -> Path:
         record = self.artifact_record(name)

@@ -37,6 +37,7 @@ from pydantic import Field
 
 from hydraopt import hookimpl
 from hydraopt.domain import Outcomes, OutputSpec, Predictions
+from hydraopt.domain.training import DATASET_FEATURE_NAMES
 from hydraopt.plugin_types import (
     EncoderPlugin, MesherPlugin, NoSettings, PluginSettings, PolicyPlugin, SimulatorPlugin,
     SurrogatePlugin,
@@ -74,6 +75,7 @@ class LaplaceWallStress:
 
 class AtomCountEncoder:
     embedding_dim = 4
+    fingerprint = "atom-count-1"
 
     def __init__(self, settings):
         self.settings = settings
@@ -81,6 +83,9 @@ class AtomCountEncoder:
     def encode(self, psmiles):
         counts = [Counter(re.findall(r"Cl|Br|[CNOS]", s)) for s in psmiles]
         return np.array([[c["C"], c["N"], c["O"], c["S"]] for c in counts], dtype=np.float32)
+
+    def trainable_module(self):
+        return None
 
 
 class ThicknessSurrogate:
@@ -93,35 +98,33 @@ class ThicknessSurrogate:
         self.settings = settings
         self.coefficients, self.residual_kpa = np.array([0.0, 300.0]), 0.0
 
-    def _features(self, patient, designs):
-        wall_mm = patient.wall_thickness_mm + designs.thickness_mm
-        return np.stack([np.ones(len(designs)), 1 / wall_mm], axis=1)
+    def _features(self, inputs):
+        wall = DATASET_FEATURE_NAMES.index("wall_thickness_mm")
+        patch = DATASET_FEATURE_NAMES.index("thickness_mm")
+        wall_mm = inputs.features[:, wall] + inputs.features[:, patch]
+        return np.stack([np.ones(len(inputs)), 1 / wall_mm], axis=1)
 
-    def fit(self, data, workdir):
-        ids = data.training_ids
-        x = np.concatenate([self._features(data.patients.get(p), data.designs[p]) for p in ids])
-        y = np.concatenate([data.outcomes[p]["wall_stress_kpa"] for p in ids])
+    def fit(self, train, validation, encoder, workdir, seed=0, report=None):
+        x = self._features(train.inputs)
+        y = train.targets["wall_stress_kpa"]
         self.coefficients = np.linalg.lstsq(x, y, rcond=None)[0]
         self.residual_kpa = float(np.std(y - x @ self.coefficients))
-        held_out = [
-            np.abs(self.predict(data.patients.get(p), data.designs[p]).mean["wall_stress_kpa"]
-                   - data.outcomes[p]["wall_stress_kpa"]).mean()
-            for p in data.validation_ids
-        ]
-        return {"validation_mae_kpa": float(np.mean(held_out))}
+        predicted = self.predict(validation.inputs)["wall_stress_kpa"]
+        held_out = np.abs(predicted - validation.targets["wall_stress_kpa"]).mean()
+        return {"validation_mae_kpa": float(held_out)}
 
     def save(self, directory):
         np.save(directory / "coefficients.npy", [*self.coefficients, self.residual_kpa])
 
-    def load(self, directory):
+    def load(self, directory, encoder):
         *coefficients, self.residual_kpa = np.load(directory / "coefficients.npy").tolist()
         self.coefficients = np.array(coefficients)
 
-    def predict(self, patient, designs):
-        mean = self._features(patient, designs) @ self.coefficients
+    def predict(self, inputs):
+        mean = self._features(inputs) @ self.coefficients
         return Predictions(
             Outcomes(self.outputs, {"wall_stress_kpa": mean}),
-            {"wall_stress_kpa": np.full(len(designs), self.residual_kpa)},
+            {"wall_stress_kpa": np.full(len(inputs), self.residual_kpa)},
         )
 
 

@@ -57,34 +57,35 @@ def test_encoder_surrogate_and_policy(registry):
 def test_a_surrogate_is_fitted_on_held_out_patients_saved_and_loaded(registry, tmp_path):
     from dataclasses import replace
 
-    from hydraopt.domain import Cohort, TrainingData
+    from hydraopt.domain import SurrogateInputs, TrainingData
 
     space = example_space()
-    patients = Cohort(tuple(replace(example_patient(), patient_id=f"P{i}") for i in range(4)))
     simulator = build(registry, "simulator", "laplace-wall-stress")
     generator = build(registry, "generator", "random")
-    designs = {
-        p.patient_id: generator.generate(space, 32, np.random.default_rng(i))
-        for i, p in enumerate(patients)
-    }
-    outcomes = {
-        p.patient_id: simulator.simulate(p, example_mesh(p), designs[p.patient_id], tmp_path)
-        for p in patients
-    }
-    data = TrainingData(space, patients, designs, outcomes, validation_ids=("P3",))
-    assert data.training_ids == ("P0", "P1", "P2")
+
+    def rows(patient_id, seed):
+        patient = replace(example_patient(), patient_id=patient_id)
+        designs = generator.generate(space, 32, np.random.default_rng(seed))
+        outcomes = simulator.simulate(patient, example_mesh(patient), designs, tmp_path)
+        return TrainingData(
+            SurrogateInputs.for_designs(patient, designs),
+            {"wall_stress_kpa": outcomes["wall_stress_kpa"]},
+            simulator.outputs,
+        )
+
+    train, held_out = rows("P0", 0), rows("P3", 3)
     surrogate = build(registry, "surrogate", "thickness-surrogate")
-    metrics = surrogate.fit(data, tmp_path)
-    held_out = outcomes["P3"]["wall_stress_kpa"]
-    baseline = np.abs(held_out - held_out.mean()).mean()  # predicting the mean
+    encoder = build(registry, "encoder", "atom-count")
+    metrics = surrogate.fit(train, held_out, encoder, tmp_path)
+    target = held_out.targets["wall_stress_kpa"]
+    baseline = np.abs(target - target.mean()).mean()  # predicting the mean
     assert set(metrics) == {"validation_mae_kpa"} and metrics["validation_mae_kpa"] < baseline
     surrogate.save(tmp_path)
     restored = build(registry, "surrogate", "thickness-surrogate")
-    restored.load(tmp_path)
-    predicted = restored.predict(patients.get("P3"), designs["P3"])
+    restored.load(tmp_path, encoder)
+    predicted = restored.predict(held_out.inputs)
     np.testing.assert_array_equal(
-        predicted["wall_stress_kpa"],
-        surrogate.predict(patients.get("P3"), designs["P3"]).mean["wall_stress_kpa"],
+        predicted["wall_stress_kpa"], surrogate.predict(held_out.inputs)["wall_stress_kpa"]
     )
     assert predicted.mean.units() == {"wall_stress_kpa": "kPa"}
     assert predicted.std["wall_stress_kpa"].shape == (32,)

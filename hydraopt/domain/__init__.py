@@ -24,7 +24,7 @@ from hydraopt.domain.polymer import (
     PolymerLibrary,
     PropertyRange,
 )
-from hydraopt.domain.training import TrainingData
+from hydraopt.domain.training import PolymerInput, SurrogateInputs, TrainingData
 
 __all__ = [
     "CONTINUOUS_FIELDS",
@@ -44,8 +44,10 @@ __all__ = [
     "Patient",
     "PatientFeature",
     "Polymer",
+    "PolymerInput",
     "PolymerLibrary",
     "Predictions",
     "PropertyRange",
+    "SurrogateInputs",
     "TrainingData",
 ]

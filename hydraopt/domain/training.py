@@ -1,4 +1,4 @@
-"""What a surrogate is trained on: simulated outcomes of designs on patients, split by patient.
+"""What a surrogate predicts from and is trained on: rows of (patient, design), columnar.
 
 Validation is on held-out patients, never on held-out designs of training patients: a
 surrogate must generalise to the next patient, and designs of one patient are correlated.
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hydraopt.domain.design import COVERAGE_PATTERNS, DEFAULT_PARAMETERS, DesignBatch, DesignSpace
-from hydraopt.domain.outcomes import Outcomes
-from hydraopt.domain.patient import PATIENT_FEATURES, Cohort, Patient
+from hydraopt.domain.design import COVERAGE_PATTERNS, DEFAULT_PARAMETERS, DesignBatch
+from hydraopt.domain.outcomes import OutputSpec
+from hydraopt.domain.patient import PATIENT_FEATURES, Patient
+from hydraopt.domain.polymer import POLYMER_CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -50,31 +51,109 @@ def feature_columns(patient: Patient, designs: DesignBatch) -> dict[str, np.ndar
 
 
 @dataclass(frozen=True)
-class TrainingData:
-    """Per patient, its designs and their simulated outcomes (rows aligned).
+class PolymerInput:
+    """What a surrogate sees of a polymer: its name, repeat unit (PSMILES, ``[*]`` end points)
+    and category (one of :data:`POLYMER_CATEGORIES`)."""
 
-    :param validation_ids: patients held out of training, to judge the fit on.
-    """
-
-    space: DesignSpace
-    patients: Cohort
-    designs: Mapping[str, DesignBatch]
-    outcomes: Mapping[str, Outcomes]
-    validation_ids: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        ids = set(self.patients.ids)
-        for name, part in (("designs", self.designs), ("outcomes", self.outcomes)):
-            if set(part) != ids:
-                raise ValueError(f"{name} must be given for exactly the cohort's patients")
-        for pid in ids:
-            if len(self.designs[pid]) != len(self.outcomes[pid]):
-                raise ValueError(f"patient {pid}: designs and outcomes differ in rows")
-        unknown = sorted(set(self.validation_ids) - ids)
-        if unknown:
-            raise ValueError(f"validation patients {unknown} are not in the cohort")
+    name: str
+    psmiles: str
+    category: str
 
     @property
-    def training_ids(self) -> tuple[str, ...]:
-        held_out = set(self.validation_ids)
-        return tuple(pid for pid in self.patients.ids if pid not in held_out)
+    def category_index(self) -> int:
+        return POLYMER_CATEGORIES.index(self.category)
+
+
+@dataclass(frozen=True, eq=False)
+class SurrogateInputs:
+    """What a surrogate predicts from, for ``n`` rows (patient x design), columnar.
+
+    :param features: ``[n, 19]`` float64, the :data:`DATASET_FEATURES` in order.
+    :param polymer_index: ``[n]`` int64, each row's polymer in ``polymers``.
+    :param polymers: the polymers the rows refer to (a batch of thousands holds a few dozen).
+    :param patient_id: ``[n]``, each row's patient (to group and report by).
+    """
+
+    features: np.ndarray
+    polymer_index: np.ndarray
+    polymers: tuple[PolymerInput, ...]
+    patient_id: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.polymer_index)
+        if self.features.shape != (n, len(DATASET_FEATURES)):
+            raise ValueError(
+                f"features have shape {self.features.shape}, expected ({n}, "
+                f"{len(DATASET_FEATURES)})"
+            )
+        if len(self.patient_id) != n:
+            raise ValueError("patient_id needs one entry per row")
+        if n and (self.polymer_index.min() < 0 or self.polymer_index.max() >= len(self.polymers)):
+            raise ValueError("polymer_index out of range of polymers")
+        unknown = sorted({p.category for p in self.polymers} - set(POLYMER_CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown polymer categories {unknown}")
+
+    def __len__(self) -> int:
+        return len(self.polymer_index)
+
+    @classmethod
+    def for_designs(cls, patient: Patient, designs: DesignBatch) -> SurrogateInputs:
+        """The rows of one patient with each of ``designs``."""
+        columns = feature_columns(patient, designs)
+        return cls(
+            features=np.column_stack([columns[name] for name in DATASET_FEATURE_NAMES]),
+            polymer_index=np.asarray(designs.polymer_index, dtype=np.int64),
+            polymers=tuple(
+                PolymerInput(p.name, p.psmiles, p.category) for p in designs.space.polymers
+            ),
+            patient_id=np.full(len(designs), patient.patient_id, dtype=object),
+        )
+
+    def take(self, rows: np.ndarray | slice) -> SurrogateInputs:
+        """The rows at ``rows`` (an index array, boolean mask or slice)."""
+        return SurrogateInputs(
+            self.features[rows], self.polymer_index[rows], self.polymers, self.patient_id[rows]
+        )
+
+    @property
+    def row_psmiles(self) -> np.ndarray:
+        """Each row's PSMILES (object array)."""
+        return np.array([p.psmiles for p in self.polymers], dtype=object)[self.polymer_index]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """Surrogate inputs with the simulated targets of each row.
+
+    :param targets: name -> ``[n, *spec.shape]``; ``is_optimal`` (0 or 1) among them when the
+        dataset labels it.
+    :param specs: each target's name, unit and shape.
+    """
+
+    inputs: SurrogateInputs
+    targets: Mapping[str, np.ndarray]
+    specs: tuple[OutputSpec, ...]
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.specs]
+        if sorted(names) != sorted(self.targets):
+            raise ValueError(f"targets {sorted(self.targets)} do not match specs {names}")
+        for spec in self.specs:
+            expected = (len(self.inputs), *spec.shape)
+            if np.shape(self.targets[spec.name]) != expected:
+                raise ValueError(
+                    f"target {spec.name} has shape {np.shape(self.targets[spec.name])}, "
+                    f"expected {expected}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def take(self, rows: np.ndarray | slice) -> TrainingData:
+        return TrainingData(
+            self.inputs.take(rows), {k: v[rows] for k, v in self.targets.items()}, self.specs
+        )
+
+    def spec(self, name: str) -> OutputSpec:
+        return next(s for s in self.specs if s.name == name)

@@ -32,7 +32,7 @@ from hydraopt.seeding import rng_for
 from hydraopt.store import ArtifactRecord, RunStore, Shard, Table, h5_content_digest
 
 PluginLoc = tuple[str | int, ...]
-ArtifactKind = Literal["tables", "file", "shards"]
+ArtifactKind = Literal["tables", "file", "folder", "shards"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,11 @@ class StageContext:
     def write_file(self, name: str, source: Path, meta: Mapping[str, Any]) -> None:
         self._declared(name, "file")
         self.outputs[name] = self.store.write_file(name, source, self.provenance(), meta)
+
+    def write_folder(self, name: str, source: Path, meta: Mapping[str, Any]) -> None:
+        """The files of folder ``source`` become artifact ``name``."""
+        self._declared(name, "folder")
+        self.outputs[name] = self.store.write_folder(name, source, self.provenance(), meta)
 
     def write_shards(
         self, name: str, units: Mapping[str, DoneUnit], meta: Mapping[str, Any]

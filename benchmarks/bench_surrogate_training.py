@@ -1,0 +1,140 @@
+"""Cost of the seeds' Stage 1 training recipe on this machine.
+
+The recipe (seeds/001 section 6): 447,480 rows, 15 epochs of 8192-row batches, LoRA (r 16)
+on an encoder of polyBERT's size (DeBERTa-v2, hidden 600, 12 layers; randomly initialised,
+since the weights cannot be downloaded here, with a SentencePiece tokenizer trained on the
+library's PSMILES), the seeds' three heads on the MLP fusion. Rows are synthetic (features
+drawn uniformly, polymers from the bundled library, targets a smooth function): cost does not
+depend on their values.
+
+It times ``--steps`` optimiser steps of the whole model, and of the same network with frozen
+embeddings (no encoder pass), and prints rows per second, the encoder's share of a step, and
+the recipe's projected wall time. ``--full`` trains the whole recipe instead and prints its
+measured time.
+
+    python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hydraopt.domain import OutputSpec, PolymerInput, SurrogateInputs, TrainingData
+from hydraopt.domain.training import DATASET_FEATURE_NAMES
+from hydraopt.polymer_library import read_polymer_library
+from hydraopt_plugins.encoders import PolyBertSettings
+from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+from hydraopt_plugins.encoders.polybert_untrained import (
+    POLYBERT_ARCHITECTURE,
+    write_untrained_polybert,
+)
+from hydraopt_plugins.surrogates import HydraBertSettings
+from hydraopt_plugins.surrogates.hydrabert.surrogate import HydraBertSurrogate
+from hydraopt_plugins.surrogates.hydrabert.training import evaluate_loss
+
+ROWS = 447_480
+EPOCHS = 15
+BATCH = 8192
+SPECS = (
+    OutputSpec("delta_ef_pct", "%-points", ""),
+    OutputSpec("is_optimal", "1", ""),
+    OutputSpec("bz_stress_reduction_pct", "%", ""),
+)
+
+
+def synthetic_rows(n: int, polymers: tuple[PolymerInput, ...], seed: int) -> TrainingData:
+    rng = np.random.default_rng(seed)
+    features = rng.uniform(0.5, 2.0, (n, len(DATASET_FEATURE_NAMES)))
+    polymer = rng.integers(0, len(polymers), n)
+    signal = features[:, :4].sum(1) + 0.1 * polymer
+    targets = {
+        "delta_ef_pct": signal,
+        "is_optimal": (signal > np.quantile(signal, 0.9)).astype(float),
+        "bz_stress_reduction_pct": 2 * signal,
+    }
+    patients = np.full(n, "P", dtype=object)
+    return TrainingData(SurrogateInputs(features, polymer, polymers, patients), targets, SPECS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="optimiser steps to time")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--full", action="store_true", help="train the whole recipe")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    library = read_polymer_library(None)
+    polymers = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in library)
+    folder = Path(tempfile.mkdtemp(prefix="polybert-size-"))
+    distinct = sorted({p.psmiles for p in polymers})
+    write_untrained_polybert(folder, distinct * 20, POLYBERT_ARCHITECTURE)
+    encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+    tokens = [len(encoder.module.tokenizer(s)["input_ids"]) for s in distinct]
+    parameters = sum(p.numel() for p in encoder.module.parameters())
+    trainable = sum(p.numel() for p in encoder.module.parameters() if p.requires_grad)
+    print(f"encoder: {parameters / 1e6:.1f}M parameters, LoRA {trainable / 1e6:.2f}M trainable")
+    print(f"polymers: {len(polymers)} ({len(distinct)} distinct PSMILES), tokens per PSMILES "
+          f"{min(tokens)}-{max(tokens)} (total {sum(tokens)})")
+    rows = ROWS if args.full else args.steps * BATCH
+    train = synthetic_rows(rows, polymers, 0)
+    validation = synthetic_rows(BATCH, polymers, 1)
+    epochs = EPOCHS if args.full else 1
+    settings = HydraBertSettings(epochs=epochs, batch_size=BATCH, mc_samples=1)
+    surrogate = HydraBertSurrogate(settings)
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    start = time.perf_counter()
+    surrogate.fit(train, validation, encoder, work, seed=0)
+    seconds = time.perf_counter() - start
+    history = surrogate.history
+    train_s = sum(h["seconds"] for h in history)
+    validation_s = _validation_seconds(surrogate, validation, settings)
+    step_s = (train_s - validation_s * len(history)) / (len(history) * math.ceil(rows / BATCH))
+    frozen_step_s = _frozen_step_seconds(train, polymers, settings, args.steps, work)
+    share = 1 - frozen_step_s / step_s
+    print(f"one step of {BATCH} rows: {step_s:.2f} s with LoRA, {frozen_step_s:.2f} s with "
+          f"frozen embeddings; encoder share {100 * share:.0f}%")
+    print(f"rows per second: {BATCH / step_s:,.0f} (LoRA), {BATCH / frozen_step_s:,.0f} (frozen)")
+    steps = EPOCHS * math.ceil(ROWS / BATCH)
+    if args.full:
+        print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs): measured {seconds / 60:.1f} min")
+    else:
+        projected = steps * step_s + EPOCHS * validation_s * (89_496 / BATCH)
+        print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs = {steps} steps, validation on the "
+              f"seeds' 89,496 rows each epoch): projected {projected / 60:.1f} min")
+
+
+def _validation_seconds(surrogate, validation, settings) -> float:
+    rows = surrogate._rows(validation)
+    start = time.perf_counter()
+    evaluate_loss(surrogate._model, rows, settings, None)
+    return time.perf_counter() - start
+
+
+def _frozen_step_seconds(train, polymers, settings, steps, work) -> float:
+    from hydraopt_plugins.encoders import NoEncoder
+
+    class FrozenTable(NoEncoder):
+        """polyBERT-width embeddings without the encoder pass."""
+
+        embedding_dim = POLYBERT_ARCHITECTURE["hidden_size"]
+        fingerprint = "frozen-table"
+
+        def encode(self, psmiles):
+            rng = np.random.default_rng(0)
+            return rng.normal(size=(len(psmiles), self.embedding_dim)).astype(np.float32)
+
+    model = HydraBertSurrogate(settings)
+    start = time.perf_counter()
+    model.fit(train, train.take(slice(0, 1)), FrozenTable(None), work / "frozen", seed=0)
+    return (time.perf_counter() - start) / math.ceil(len(train) / BATCH)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Stage ``train``: the Stage 1 surrogate, fitted on the dataset's training patients, selected
+on its validation patients and judged on its test patients, never seen in training.
+
+In the same stage, on the same split: the baselines (scikit-learn gradient boosting on the same
+features; the surrogate without a polymer encoder), and leave-polymer-out, where a seeded
+share of the distinct polymers (by PSMILES, so that two names of one chemistry leave
+together) is held out of training and the test patients' rows of those polymers are
+predicted: there a polymer encoder must earn its place.
+
+Artifacts: ``surrogate`` (the fitted surrogate's saved folder, loaded by Stages 2 and 3) and
+``surrogate_evaluation`` (``metrics.csv``, ``history.csv``, training curves and parity plots).
+Each training keeps a checkpoint in the stage's work folder, so a killed run resumes from the
+last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hydraopt.config import Pipeline, PipelineConfig
+from hydraopt.domain import OutputSpec, PolymerInput, SurrogateInputs, TrainingData
+from hydraopt.domain.training import DATASET_FEATURE_NAMES
+from hydraopt.errors import DataError
+from hydraopt.plugin_calls import PluginFailure, PluginHandle
+from hydraopt.plugin_types import NoSettings
+from hydraopt.registry import PluginRegistry
+from hydraopt.seeding import derive_seed
+from hydraopt.stages.base import Stage, StageContext
+from hydraopt.store import TablesArtifact
+from hydraopt.surrogate_evaluation import (
+    gradient_boosting_metrics,
+    metric_rows,
+    plot_parity,
+    plot_training_curves,
+    prediction_metrics,
+)
+
+IS_OPTIMAL = OutputSpec(
+    "is_optimal", "1", "1 when the design reaches every dataset.is_optimal threshold"
+)
+SPLITS = ("train", "validation", "test")
+NO_ENCODER = "none"
+
+
+def load_training_table(dataset: TablesArtifact) -> tuple[TrainingData, np.ndarray]:
+    """The dataset artifact as surrogate rows with every output and is_optimal as targets,
+    and each row's split."""
+    features = dataset.table("features")
+    outputs = dataset.table("outputs")
+    rows = dataset.table("rows")
+    names = np.asarray(rows["polymer"]).astype(str)
+    distinct, first, index = np.unique(names, return_index=True, return_inverse=True)
+    polymers = tuple(
+        PolymerInput(str(name), str(rows["psmiles"][i]), str(rows["category"][i]))
+        for name, i in zip(distinct, first, strict=True)
+    )
+    inputs = SurrogateInputs(
+        features=np.column_stack([features[name] for name in DATASET_FEATURE_NAMES]),
+        polymer_index=index.astype(np.int64),
+        polymers=polymers,
+        patient_id=np.asarray(rows["patient_id"], dtype=object),
+    )
+    declared = dataset.meta["outputs"]
+    specs = tuple(
+        OutputSpec(name, spec["unit"], spec["description"], tuple(spec["shape"]))
+        for name, spec in declared.items()
+    )
+    targets = {name: np.asarray(outputs[name], dtype=np.float64) for name in declared}
+    targets[IS_OPTIMAL.name] = np.asarray(rows["is_optimal"], dtype=np.float64)
+    data = TrainingData(inputs, targets, (*specs, IS_OPTIMAL))
+    return data, np.asarray(rows["split"]).astype(str)
+
+
+def _run(context: StageContext) -> None:
+    config = context.config
+    say = context.reporter.say
+    data, split = load_training_table(context.store.tables("dataset"))
+    parts = {name: data.take(split == name) for name in SPLITS}
+    for name, part in parts.items():
+        if not len(part):
+            raise DataError(
+                f"{context.pipeline.path}: dataset.splits: the {name} split has no rows; the "
+                "surrogate needs patients in train, validation and test"
+            )
+    encoder = context.plugin(("encoder",)).build()
+    _check_polymers(encoder, data.inputs.polymers)
+    none_encoder = context.registry.handle("encoder", NO_ENCODER, NoSettings()).build()
+    surrogate_handle = context.plugin(("surrogate",))
+    assert config.surrogate is not None  # the stage is enabled by it
+    label = f"{config.surrogate.plugin}/{config.encoder.plugin}"
+    unencoded = f"{config.surrogate.plugin}/{NO_ENCODER}"
+    interval = config.train.interval
+    fit = _Fitter(context, surrogate_handle)
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, Any]]] = {}
+
+    say(f"  {label}: {len(parts['train'])} training rows, {len(parts['validation'])} validation")
+    surrogate = fit("main", encoder, parts["train"], parts["validation"])
+    predictions = surrogate.predict(parts["test"].inputs)
+    main_metrics = prediction_metrics(parts["test"], predictions, interval)
+    rows += metric_rows(label, "test patients", main_metrics)
+    histories[label] = getattr(surrogate, "history", [])
+    heads = [spec.name for spec in surrogate.outputs]
+
+    if "no-encoder" in config.train.baselines and config.encoder.plugin != NO_ENCODER:
+        say(f"  baseline {unencoded}")
+        baseline = fit("no-encoder", none_encoder, parts["train"], parts["validation"])
+        rows += metric_rows(
+            unencoded,
+            "test patients",
+            prediction_metrics(parts["test"], baseline.predict(parts["test"].inputs), interval),
+        )
+        histories[unencoded] = getattr(baseline, "history", [])
+    if "hist-gradient-boosting" in config.train.baselines:
+        say("  baseline hist-gradient-boosting")
+        seed = derive_seed(config.study.seed, "train", "hist-gradient-boosting") % 2**32
+        boosted = gradient_boosting_metrics(parts["train"], parts["test"], heads, seed, interval)
+        rows += metric_rows("hist-gradient-boosting", "test patients", boosted)
+
+    held_out: list[str] = []
+    if config.train.leave_polymer_out > 0:
+        held_out, lpo = _leave_polymer_out(context, data, split, fit, encoder, none_encoder)
+        rows += lpo
+
+    folder = context.scratch_dir() / "surrogate"
+    folder.mkdir()
+    surrogate.save(folder)
+    meta = {"surrogate": label, "outputs": heads, "test_metrics": main_metrics}
+    context.write_folder("surrogate", folder, meta=meta)
+    report = context.scratch_dir() / "evaluation"
+    _write_report(report, rows, histories, parts["test"], predictions, context)
+    context.write_folder(
+        "surrogate_evaluation",
+        report,
+        meta={"metrics": rows, "leave_polymer_out": held_out, "interval": interval},
+    )
+    for line in summary_lines(rows, label):
+        say("  " + line)
+
+
+class _Fitter:
+    """Fits new surrogate objects, each with its own resumable work folder and seed."""
+
+    def __init__(self, context: StageContext, handle: PluginHandle) -> None:
+        self.context = context
+        self.handle = handle
+
+    def _report(self, line: str) -> None:
+        self.context.reporter.say(f"    {line}")
+
+    def __call__(
+        self, key: str, encoder: Any, train: TrainingData, validation: TrainingData
+    ) -> Any:
+        surrogate = self.handle.build_new()
+        workdir = self.context.store.work_dir("train") / key
+        workdir.mkdir(parents=True, exist_ok=True)
+        seed = derive_seed(self.context.config.study.seed, "train", key)
+        try:
+            surrogate.fit(train, validation, encoder, workdir, seed, self._report)
+        except ValueError as exc:
+            raise DataError(f"{self.context.pipeline.path}: {exc}") from None
+        except Exception as exc:
+            raise PluginFailure(
+                self.handle.label, f"fit raised {type(exc).__name__}: {exc}"
+            ) from exc
+        return surrogate
+
+
+def _check_polymers(encoder: Any, polymers: tuple[PolymerInput, ...]) -> None:
+    """Each polymer's PSMILES goes through the encoder, or the error names the polymer."""
+    for polymer in polymers:
+        try:
+            encoder.encode([polymer.psmiles])
+        except ValueError as exc:
+            raise DataError(
+                f"polymer {polymer.name!r}: the encoder cannot read its PSMILES "
+                f"{polymer.psmiles!r} ({exc}); fix it in the polymer library"
+            ) from None
+
+
+def _leave_polymer_out(
+    context: StageContext,
+    data: TrainingData,
+    split: np.ndarray,
+    fit: _Fitter,
+    encoder: Any,
+    none_encoder: Any,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    config = context.config
+    psmiles = data.inputs.row_psmiles
+    distinct = sorted(set(psmiles))
+    count = max(1, round(config.train.leave_polymer_out * len(distinct)))
+    held = set(context.rng("leave-polymer-out").choice(distinct, count, replace=False).tolist())
+    held_row = np.isin(psmiles, list(held))
+    train = data.take((split == "train") & ~held_row)
+    validation = data.take((split == "validation") & ~held_row)
+    test = data.take((split == "test") & held_row)
+    names = sorted({p.name for p in data.inputs.polymers if p.psmiles in held})
+    if not len(test):
+        context.reporter.say(
+            "  leave-polymer-out: the test patients have no row of the held-out polymers"
+        )
+        return names, []
+    context.reporter.say(f"  leave-polymer-out: holding out {', '.join(names)}")
+    rows = []
+    assert config.surrogate is not None
+    surrogate_name = config.surrogate.plugin
+    encoders = {config.encoder.plugin: encoder, NO_ENCODER: none_encoder}
+    for name, chosen in encoders.items():
+        model = fit(f"leave-polymer-out-{name}", chosen, train, validation)
+        metrics = prediction_metrics(test, model.predict(test.inputs), config.train.interval)
+        rows += metric_rows(f"{surrogate_name}/{name}", "leave-polymer-out", metrics)
+    return names, rows
+
+
+def _write_report(
+    folder: Path,
+    rows: list[dict[str, Any]],
+    histories: dict[str, list[dict[str, Any]]],
+    test: TrainingData,
+    predictions: Any,
+    context: StageContext,
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["model", "evaluation", "output", "metric", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with (folder / "history.csv").open("w", newline="") as handle:
+        fields = sorted({k for h in histories.values() for record in h for k in record})
+        writer = csv.DictWriter(handle, ["model", *fields])
+        writer.writeheader()
+        for model, history in histories.items():
+            writer.writerows({"model": model, **record} for record in history)
+    if any(histories.values()):
+        plot_training_curves(
+            {k: v for k, v in histories.items() if v}, folder / "training_curves.png"
+        )
+    rng = context.rng("parity")
+    for spec in predictions.mean.specs:
+        if spec.name != IS_OPTIMAL.name:
+            plot_parity(
+                spec, test.targets[spec.name], predictions, folder / f"parity_{spec.name}.png", rng
+            )
+    (folder / "metrics.json").write_text(json.dumps(rows, indent=1))
+
+
+def summary_lines(rows: list[dict[str, Any]], label: str) -> list[str]:
+    """One line per model and evaluation: the headline metrics of every output."""
+    lines = []
+    keys = {"mae", "r2", "interval_coverage", "auroc", "f1"}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row["metric"] in keys:
+            groups.setdefault((row["model"], row["evaluation"]), []).append(
+                f"{row['output']} {row['metric']} {row['value']:.3g}"
+            )
+    for (model, evaluation), parts in groups.items():
+        lines.append(f"{model} on {evaluation}: " + ", ".join(parts))
+    return lines
+
+
+def _preflight(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
+    """The encoder is built before anything runs: missing weights are named up front."""
+    config = pipeline.config
+    if config.surrogate is None:
+        return []
+    loc = ("encoder",)
+    try:
+        handle = registry.handle("encoder", config.encoder.plugin, pipeline.plugin_settings[loc])
+        handle.build()
+    except PluginFailure as exc:
+        return [f"{pipeline.path}: encoder: {exc}"]
+    except KeyError:  # an unknown plugin, reported by validation
+        return []
+    return []
+
+
+def _depends_on(config: PipelineConfig) -> Any:
+    return {"train": config.train.model_dump(mode="json")}
+
+
+STAGE = Stage(
+    name="train",
+    version="1",
+    sections=("surrogate",),
+    description="fit the surrogate on the training patients, judge it on the test patients",
+    inputs=("dataset",),
+    outputs={"surrogate": "folder", "surrogate_evaluation": "folder"},
+    enabled=lambda config: config.surrogate is not None and config.dataset is not None,
+    depends_on=_depends_on,
+    plugins=lambda config: [("surrogate",), ("encoder",)],
+    run=_run,
+    preflight=_preflight,
+)

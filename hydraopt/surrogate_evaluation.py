@@ -1,0 +1,200 @@
+"""Judging a surrogate on held-out rows: metrics, the gradient-boosting baseline, plots.
+
+Regression outputs: MAE, RMSE, R² and the coverage of the central predictive interval (the
+share of targets inside mean ± z·std, z for the interval's probability under a normal law).
+Classification outputs: accuracy, AUROC, F1, precision and recall at probability 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from hydraopt.domain import OutputSpec, Predictions, TrainingData
+
+CLASSIFICATION_UNIT = "1"
+PARITY_POINTS = 20_000  # rows drawn for a parity plot; more only hide each other
+
+
+def is_label(spec: OutputSpec, targets: np.ndarray) -> bool:
+    """A 0/1 label (is_optimal) rather than a quantity."""
+    values = np.asarray(targets)
+    return spec.unit == CLASSIFICATION_UNIT and not spec.shape and np.isin(values, (0, 1)).all()
+
+
+def regression_metrics(
+    target: np.ndarray, mean: np.ndarray, std: np.ndarray | None, interval: float
+) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    y, m = np.ravel(target), np.ravel(mean)
+    keep = np.isfinite(y) & np.isfinite(m)
+    y, m = y[keep], m[keep]
+    out = {
+        "mae": float(mean_absolute_error(y, m)),
+        "rmse": float(math.sqrt(mean_squared_error(y, m))),
+        "r2": float(r2_score(y, m)) if np.var(y) > 0 else math.nan,
+        "n": float(len(y)),
+    }
+    if std is not None:
+        z = NormalDist().inv_cdf(0.5 + interval / 2)
+        s = np.ravel(std)[keep]
+        out["interval_coverage"] = float(np.mean(np.abs(y - m) <= z * s))
+    return out
+
+
+def classification_metrics(target: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y = np.asarray(target).astype(int)
+    p = np.asarray(probability, dtype=float)
+    predicted = (p >= 0.5).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "accuracy": float(accuracy_score(y, predicted)),
+        "auroc": float(roc_auc_score(y, p)) if both else math.nan,
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "precision": float(precision_score(y, predicted, zero_division=0)),
+        "recall": float(recall_score(y, predicted, zero_division=0)),
+        "n": float(len(y)),
+    }
+
+
+def prediction_metrics(
+    data: TrainingData, predictions: Predictions, interval: float
+) -> dict[str, dict[str, float]]:
+    """Metrics of every predicted output that ``data`` has targets for."""
+    out = {}
+    for spec in predictions.mean.specs:
+        if spec.name not in data.targets:
+            continue
+        target = data.targets[spec.name]
+        if is_label(spec, target):
+            out[spec.name] = classification_metrics(target, predictions[spec.name])
+        else:
+            out[spec.name] = regression_metrics(
+                target, predictions[spec.name], predictions.std[spec.name], interval
+            )
+    return out
+
+
+def gradient_boosting_metrics(
+    train: TrainingData, test: TrainingData, outputs: Sequence[str], seed: int, interval: float
+) -> dict[str, dict[str, float]]:
+    """scikit-learn's histogram gradient boosting on the same 19 features plus the polymer and
+    its category as categorical features, one model per scalar output."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    x_train, x_test = _tree_features(train), _tree_features(test)
+    categorical = [x_train.shape[1] - 2, x_train.shape[1] - 1]
+    out = {}
+    for name in outputs:
+        spec = train.spec(name)
+        if spec.shape:
+            continue
+        y = np.asarray(train.targets[name], dtype=float)
+        keep = np.isfinite(y)
+        if is_label(spec, y):
+            model = HistGradientBoostingClassifier(
+                categorical_features=categorical, random_state=seed, early_stopping=False
+            )
+            model.fit(x_train[keep], y[keep].astype(int))
+            out[name] = classification_metrics(
+                test.targets[name], model.predict_proba(x_test)[:, 1]
+            )
+        else:
+            model = HistGradientBoostingRegressor(
+                categorical_features=categorical, random_state=seed, early_stopping=False
+            )
+            model.fit(x_train[keep], y[keep])
+            out[name] = regression_metrics(
+                test.targets[name], model.predict(x_test), None, interval
+            )
+    return out
+
+
+def _tree_features(data: TrainingData) -> np.ndarray:
+    inputs = data.inputs
+    category = np.array([p.category_index for p in inputs.polymers])[inputs.polymer_index]
+    polymer = _polymer_codes(inputs.polymers)[inputs.polymer_index]
+    return np.column_stack([inputs.features, polymer, category])
+
+
+def _polymer_codes(polymers: Sequence[Any]) -> np.ndarray:
+    """One code per distinct PSMILES, stable across splits (sorted)."""
+    distinct = sorted({p.psmiles for p in polymers})
+    return np.array([distinct.index(p.psmiles) for p in polymers])
+
+
+def metric_rows(
+    model: str, evaluation: str, metrics: Mapping[str, Mapping[str, float]]
+) -> list[dict[str, Any]]:
+    return [
+        {"model": model, "evaluation": evaluation, "output": output, "metric": k, "value": v}
+        for output, values in metrics.items()
+        for k, v in values.items()
+    ]
+
+
+def plot_training_curves(histories: Mapping[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        (line,) = axis.plot(epochs, [h["train_loss"] for h in history], label=f"{name} train")
+        axis.plot(
+            epochs,
+            [h["validation_loss"] for h in history],
+            "--",
+            color=line.get_color(),
+            label=f"{name} validation",
+        )
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("weighted multi-task loss")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_parity(
+    spec: OutputSpec,
+    target: np.ndarray,
+    predictions: Predictions,
+    path: Path,
+    rng: np.random.Generator,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.ravel(target)
+    m = np.ravel(predictions[spec.name])
+    if len(y) > PARITY_POINTS:
+        rows = rng.choice(len(y), PARITY_POINTS, replace=False)
+        y, m = y[rows], m[rows]
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.scatter(y, m, s=3, alpha=0.3)
+    low, high = float(np.nanmin([y.min(), m.min()])), float(np.nanmax([y.max(), m.max()]))
+    axis.plot([low, high], [low, high], "k-", lw=0.8)
+    axis.set_xlabel(f"simulated {spec.name} ({spec.unit})")
+    axis.set_ylabel(f"predicted {spec.name} ({spec.unit})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,185 @@
+"""polyBERT fingerprints of polymer repeat units, with LoRA adapters trained by the surrogate.
+
+polyBERT (Kuenneth & Ramprasad 2023, Nat. Commun. 14:4099) is a DeBERTa-v2 encoder (hidden
+size 600, 12 layers, about 25M parameters) pre-trained on 100M PSMILES with a SentencePiece
+tokenizer; its authors pool the last hidden states by the mean over tokens. The weights are
+read from a local folder or the Hugging Face cache and never downloaded at run time.
+
+With LoRA (Hu et al. 2022) the base weights stay frozen and rank-r updates of the attention
+projections train with the surrogate. A training batch of thousands of rows holds a few dozen
+polymers, so each unique PSMILES is encoded once per batch and gathered by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hydraopt_plugins.encoders import PolyBertSettings
+
+# Files whose bytes decide the embeddings (whichever of them the folder has).
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "spm.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+class WeightsNotFound(ValueError):
+    """polyBERT's weights are not on this machine."""
+
+
+def resolve_model_dir(model: str) -> Path:
+    """The local folder of ``model`` (a folder, or a Hugging Face id in the local cache)."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return folder
+    how = (
+        f"download them once on a machine with internet (`hf download {model} --local-dir "
+        f"DIR`, or `huggingface-cli download {model}` into the Hugging Face cache), then set "
+        '`model = "DIR"` in the [encoder] table, or keep the id and point HF_HOME at that '
+        "cache"
+    )
+    if "/" not in model or model.startswith((".", "/", "~")):
+        raise WeightsNotFound(f"encoder.model: no folder {model!r} ({how})")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise WeightsNotFound(
+            f"encoder.model: the weights of {model!r} are not in the local Hugging Face cache "
+            f"and hydraopt never downloads at run time: {how}"
+        ) from None
+
+
+class PolyBertModule(nn.Module):
+    """``forward(psmiles) -> [n, hidden]`` fingerprints; trains only the LoRA adapters."""
+
+    def __init__(self, folder: Path, settings: PolyBertSettings) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        base = AutoModel.from_pretrained(folder, local_files_only=True)
+        base.requires_grad_(False)
+        self.max_tokens = int(base.config.max_position_embeddings)
+        self.hidden_size = int(base.config.hidden_size)
+        if settings.lora:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=settings.lora_rank,
+                lora_alpha=settings.lora_alpha,
+                lora_dropout=settings.lora_dropout,
+                target_modules=list(settings.lora_targets),
+                bias="none",
+            )
+            try:
+                with warnings.catch_warnings():  # peft asks transformers a deprecated question
+                    warnings.simplefilter("ignore", FutureWarning)
+                    base = get_peft_model(base, config)
+            except ValueError as exc:
+                raise ValueError(f"encoder.lora_targets: {exc}") from None
+        self.model = base
+
+    def forward(self, psmiles: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        lengths = [len(self.tokenizer(s)["input_ids"]) for s in psmiles]
+        too_long = [s for s, n in zip(psmiles, lengths, strict=True) if n > self.max_tokens]
+        if too_long:
+            raise ValueError(
+                f"PSMILES {too_long[0]!r} has more tokens than the encoder's "
+                f"{self.max_tokens} positions"
+            )
+        groups = _length_groups(lengths, self.settings.padding_waste)
+        parts = []
+        for group in groups:
+            batch = self.tokenizer([psmiles[i] for i in group], padding=True, return_tensors="pt")
+            mask = batch["attention_mask"].to(device)
+            hidden = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask)
+            parts.append(_pool(hidden.last_hidden_state, mask, self.settings.pooling))
+        position = torch.empty(len(psmiles), dtype=torch.long)
+        position[[i for group in groups for i in group]] = torch.arange(len(psmiles))
+        return torch.cat(parts)[position.to(device)]
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The trained part: the LoRA weights (empty without LoRA)."""
+        return {k: v for k, v in self.state_dict().items() if "lora_" in k}
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1)
+
+
+def _length_groups(lengths: Sequence[int], waste: float) -> list[list[int]]:
+    """Indices grouped by token length, each group's longest at most (1 + waste) times its
+    shortest, so that padding stays bounded."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= (1 + waste) * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+class PolyBertEncoder:
+    def __init__(self, settings: PolyBertSettings) -> None:
+        self.settings = settings
+        folder = resolve_model_dir(settings.model)
+        self.module = PolyBertModule(folder, settings)
+        self.embedding_dim = self.module.hidden_size
+        digest = hashlib.sha256(settings.model_dump_json(exclude={"model"}).encode())
+        for name in MODEL_FILES:
+            if (folder / name).is_file():
+                digest.update(name.encode())
+                digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
+        self.fingerprint = digest.hexdigest()
+        self._frozen: dict[str, np.ndarray] = {}
+
+    def encode(self, psmiles: Sequence[str]) -> np.ndarray:
+        """Fingerprints with the adapters as they are now; cached when nothing trains."""
+        unique = list(dict.fromkeys(psmiles))
+        if self.settings.lora:
+            lookup = dict(zip(unique, self._run(unique), strict=True))
+        else:
+            missing = [s for s in unique if s not in self._frozen]
+            self._frozen.update(zip(missing, self._run(missing), strict=True))
+            lookup = self._frozen
+        out = np.zeros((len(psmiles), self.embedding_dim), dtype=np.float32)
+        for row, smiles in enumerate(psmiles):
+            out[row] = lookup[smiles]
+        return out
+
+    def _run(self, psmiles: list[str]) -> np.ndarray:
+        if not psmiles:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                return self.module(psmiles).float().cpu().numpy()
+        finally:
+            self.module.train(was_training)
+
+    def trainable_module(self) -> PolyBertModule | None:
+        return self.module if self.settings.lora else None

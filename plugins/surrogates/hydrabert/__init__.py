@@ -1,0 +1,1 @@
+"""The HYDRA-BERT surrogate: network, losses, scaling, training loop and the plugin object."""

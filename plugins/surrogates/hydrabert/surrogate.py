@@ -1,0 +1,367 @@
+"""The ``hydrabert`` surrogate object: fit, save, load and predict with uncertainty.
+
+Predictions carry two kinds of uncertainty: the heteroscedastic heads' predicted noise
+(aleatoric) and the spread of MC-dropout samples (epistemic, Gal & Ghahramani 2016); a
+regression output's standard deviation is sqrt(mean of the predicted variances + variance of
+the sampled means). A classification output's prediction is the mean sampled probability and
+its standard deviation the samples' spread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from hydraopt.domain import Outcomes, OutputSpec, Predictions, SurrogateInputs, TrainingData
+from hydraopt.plugin_types import Encoder
+from hydraopt_plugins.surrogates import HydraBertSettings
+from hydraopt_plugins.surrogates.hydrabert.losses import LOG_VARIANCE_BOUND, TaskWeighting
+from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork
+from hydraopt_plugins.surrogates.hydrabert.scaling import Standardiser, log_features
+from hydraopt_plugins.surrogates.hydrabert.training import (
+    TORCH_SEED_RANGE,
+    LossModel,
+    PolymerEmbedding,
+    Rows,
+    autocast_dtype,
+    pick_device,
+    train,
+)
+
+FORMAT = "hydraopt-hydrabert/1"
+METADATA = "surrogate.json"
+WEIGHTS = "model.safetensors"
+
+
+class HydraBertSurrogate:
+    def __init__(self, settings: HydraBertSettings) -> None:
+        self.settings = settings
+        self.outputs: tuple[OutputSpec, ...] = ()
+        self.device = pick_device(settings.device)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self._model: LossModel | None = None
+        self._encoder: Encoder | None = None
+        self._meta: dict[str, Any] = {}
+        self._embedding_cache: dict[str, np.ndarray] = {}
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train_data: TrainingData,
+        validation: TrainingData,
+        encoder: Encoder,
+        workdir: Path,
+        seed: int = 0,
+        report: Callable[[str], None] | None = None,
+    ) -> Mapping[str, float]:
+        self._check_heads(train_data)
+        self._encoder, self._embedding_cache = encoder, {}
+        features = log_features(train_data.inputs.features)
+        targets = {
+            name: Standardiser.fit(np.asarray(train_data.targets[name], dtype=np.float64))
+            for name, head in self.settings.heads.items()
+            if head.kind != "classification"
+        }
+        pos_weight = {
+            name: _positive_weight(train_data.targets[name], name)
+            for name, head in self.settings.heads.items()
+            if head.kind == "classification"
+        }
+        self._meta = {
+            "format": FORMAT,
+            "seed": seed,
+            "settings": self.settings.model_dump(mode="json"),
+            "encoder": encoder.fingerprint,
+            "embedding_dim": encoder.embedding_dim,
+            "features": Standardiser.fit(features).to_json(),
+            "targets": {name: s.to_json() for name, s in targets.items()},
+            "pos_weight": pos_weight,
+            "outputs": [_spec_json(train_data.spec(name)) for name in self.settings.heads],
+        }
+        self.outputs = tuple(train_data.spec(name) for name in self.settings.heads)
+        torch.manual_seed(seed % TORCH_SEED_RANGE)  # the initial weights
+        self._build(train_data.inputs.polymers)
+        assert self._model is not None
+        rows_train = self._rows(train_data)
+        rows_validation = self._rows(validation)
+        identity = hashlib.sha256(
+            json.dumps(self._meta, sort_keys=True).encode()
+            + _data_digest(train_data).encode()
+            + _data_digest(validation).encode()
+        ).hexdigest()
+        history = train(
+            self._model,
+            rows_train,
+            rows_validation,
+            self.settings,
+            seed,
+            workdir,
+            identity,
+            report or (lambda line: None),
+        )
+        self._meta["history"] = history
+        best = min(history, key=lambda h: h["validation_loss"])
+        return {"validation_loss": best["validation_loss"], "epochs": float(len(history))}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._meta.get("history", []))
+
+    def _check_heads(self, data: TrainingData) -> None:
+        for name, head in self.settings.heads.items():
+            if name not in data.targets:
+                raise ValueError(
+                    f"surrogate.heads.{name}: the dataset has no output {name!r} (outputs: "
+                    f"{', '.join(sorted(data.targets))})"
+                )
+            shape = data.spec(name).shape
+            if (head.kind == "sequence") != bool(shape):
+                want = "a trajectory" if head.kind == "sequence" else "a scalar"
+                raise ValueError(
+                    f"surrogate.heads.{name}: a {head.kind} head needs {want} output; "
+                    f"{name!r} has shape {shape}"
+                )
+
+    def _build(self, polymers: tuple[Any, ...]) -> None:
+        assert self._encoder is not None
+        steps = {
+            spec["name"]: int(spec["shape"][0]) if spec["shape"] else 1
+            for spec in self._meta["outputs"]
+        }
+        network = HydraBertNetwork(
+            self.settings, len(self._meta["features"]["mean"]), self._meta["embedding_dim"], steps
+        )
+        module = self._encoder.trainable_module()
+        psmiles = [p.psmiles for p in polymers]
+        frozen = None if module is not None else torch.from_numpy(self._encoder.encode(psmiles))
+        embedding = PolymerEmbedding(psmiles, frozen, module)
+        beta = {
+            name: head.huber_beta / float(np.mean(self._meta["targets"][name]["std"]))
+            for name, head in self.settings.heads.items()
+            if head.kind != "classification"
+        }
+        weighting = TaskWeighting(
+            self.settings.heads, self.settings.task_weighting == "uncertainty"
+        )
+        self._model = LossModel(
+            network, embedding, weighting, self.settings.heads, beta, self._meta["pos_weight"]
+        ).to(self.device)
+
+    def _rows(self, data: TrainingData) -> Rows:
+        """Scaled tensors on the device; an embedding table is indexed by polymer."""
+        scaler = Standardiser.from_json(self._meta["features"])
+        features = scaler.forward(log_features(data.inputs.features))
+        targets: dict[str, torch.Tensor] = {}
+        valid: dict[str, torch.Tensor] = {}
+        for name, head in self.settings.heads.items():
+            values = np.asarray(data.targets[name], dtype=np.float64)
+            if head.kind != "classification":
+                values = Standardiser.from_json(self._meta["targets"][name]).forward(values)
+            finite = np.isfinite(values)
+            targets[name] = torch.from_numpy(np.where(finite, values, 0.0).astype(np.float32))
+            valid[name] = torch.from_numpy(finite)
+        return Rows(
+            features=torch.from_numpy(features.astype(np.float32)),
+            polymer=torch.from_numpy(data.inputs.polymer_index.astype(np.int64)),
+            category=torch.tensor([p.category_index for p in data.inputs.polymers])[
+                torch.from_numpy(data.inputs.polymer_index.astype(np.int64))
+            ],
+            targets=targets,
+            valid=valid,
+        ).to(self.device)
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        if self._model is None:
+            raise RuntimeError("save() before fit() or load()")
+        state = {k: v.contiguous() for k, v in self._model.state_dict().items()}
+        state.pop("embedding.frozen", None)  # recomputed from the encoder on load
+        save_file({k: v.cpu() for k, v in state.items()}, str(directory / WEIGHTS))
+        (directory / METADATA).write_text(json.dumps(self._meta, indent=1, sort_keys=True))
+
+    def load(self, directory: Path, encoder: Encoder) -> None:
+        path = directory / METADATA
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a saved hydrabert surrogate ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta["settings"] != self.settings.model_dump(mode="json"):
+            raise ValueError(
+                f"{path}: saved with other surrogate settings than this pipeline's "
+                "(retrain, or configure the surrogate as it was trained)"
+            )
+        if meta["encoder"] != encoder.fingerprint:
+            raise ValueError(
+                f"{path}: trained with another polymer encoder (or other weights) than this "
+                "pipeline's; retrain, or configure the encoder it was trained with"
+            )
+        self._meta, self._encoder, self._embedding_cache = meta, encoder, {}
+        self.outputs = tuple(_spec_from_json(s) for s in meta["outputs"])
+        self._build(())
+        assert self._model is not None
+        weights = load_file(str(directory / WEIGHTS), device=str(self.device))
+        missing, unexpected = self._model.load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if k != "embedding.frozen"]:
+            raise ValueError(f"{directory / WEIGHTS}: weights do not match the network")
+
+    # ---- prediction -------------------------------------------------------------------------
+
+    def predict(self, inputs: SurrogateInputs) -> Predictions:
+        if self._model is None or self._encoder is None:
+            raise RuntimeError("predict() before fit() or load()")
+        model = self._model
+        scaler = Standardiser.from_json(self._meta["features"])
+        features = torch.from_numpy(
+            scaler.forward(log_features(inputs.features)).astype(np.float32)
+        )
+        embedding = torch.from_numpy(self._embeddings([p.psmiles for p in inputs.polymers]))
+        category = torch.tensor([p.category_index for p in inputs.polymers], dtype=torch.long)
+        polymer = torch.from_numpy(inputs.polymer_index.astype(np.int64))
+        samples = self.settings.mc_samples
+        dtype = autocast_dtype(self.device, self.settings.precision)
+        model.eval()
+        if samples > 1:  # MC dropout: dropout on, everything else as in evaluation
+            for module in model.network.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.train()
+        generator_state = torch.get_rng_state()
+        # The same inputs give the same predictions, MC dropout included.
+        torch.manual_seed(self._meta["seed"] % TORCH_SEED_RANGE)
+        parts: dict[str, list[np.ndarray]] = {}
+        spreads: dict[str, list[np.ndarray]] = {}
+        try:
+            with torch.no_grad():
+                for start in range(0, len(inputs), self.settings.predict_batch_size):
+                    rows = slice(start, start + self.settings.predict_batch_size)
+                    draws = [
+                        self._forward(
+                            model, features[rows], embedding, polymer[rows], category, dtype
+                        )
+                        for _ in range(samples)
+                    ]
+                    for name, (mean, std) in self._summarise(draws).items():
+                        parts.setdefault(name, []).append(mean)
+                        spreads.setdefault(name, []).append(std)
+        finally:
+            torch.set_rng_state(generator_state)
+            model.eval()
+        values = {name: _joined(parts.get(name), len(inputs), spec) for name, spec in self._named()}
+        std = {name: _joined(spreads.get(name), len(inputs), spec) for name, spec in self._named()}
+        return Predictions(Outcomes(self.outputs, values), std)
+
+    def _embeddings(self, psmiles: list[str]) -> np.ndarray:
+        """Encoder fingerprints, computed once per PSMILES: the trained weights are fixed."""
+        assert self._encoder is not None
+        missing = [s for s in dict.fromkeys(psmiles) if s not in self._embedding_cache]
+        if missing:
+            self._embedding_cache.update(zip(missing, self._encoder.encode(missing), strict=True))
+        width = self._meta["embedding_dim"]
+        out = np.zeros((len(psmiles), width), dtype=np.float32)
+        for row, smiles in enumerate(psmiles):
+            out[row] = self._embedding_cache[smiles]
+        return out
+
+    def _named(self) -> list[tuple[str, OutputSpec]]:
+        return [(spec.name, spec) for spec in self.outputs]
+
+    def _forward(self, model, features, embedding, polymer, category, dtype) -> dict[str, Any]:
+        polymers, inverse = torch.unique(polymer, return_inverse=True)
+        device = self.device
+        context = torch.autocast(device.type, dtype=dtype) if dtype else _null()
+        with context:
+            out = model.network(
+                features.to(device),
+                embedding[polymers].to(device),
+                inverse.to(device),
+                category[polymer].to(device),
+            )
+        return {name: value.float().cpu() for name, value in out.items()}
+
+    def _summarise(self, draws: list[dict[str, torch.Tensor]]) -> dict[str, tuple[Any, Any]]:
+        """Per output, the prediction and its standard deviation in the output's unit."""
+        summary = {}
+        for name, head in self.settings.heads.items():
+            stacked = torch.stack([d[name] for d in draws])  # [S, B, ...]
+            if head.kind == "classification":
+                probability = torch.sigmoid(stacked)
+                summary[name] = (probability.mean(0).numpy(), _spread(probability).numpy())
+                continue
+            target = Standardiser.from_json(self._meta["targets"][name])
+            scale = torch.as_tensor(target.std, dtype=torch.float32)
+            heteroscedastic = stacked.dim() == (3 if head.kind == "regression" else 4)
+            mean = stacked[..., 0] if heteroscedastic else stacked
+            variance = _spread(mean) ** 2
+            if heteroscedastic:
+                log_var = stacked[..., 1].clamp(-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND)
+                variance = variance + torch.exp(log_var).mean(0)
+            summary[name] = (
+                target.inverse(mean.mean(0).numpy()),
+                (variance.sqrt() * scale).numpy(),
+            )
+        return summary
+
+
+def _spread(samples: torch.Tensor) -> torch.Tensor:
+    if samples.shape[0] < 2:
+        return torch.zeros_like(samples[0])
+    return samples.std(0, unbiased=False)
+
+
+def _joined(parts: list[np.ndarray] | None, n: int, spec: OutputSpec) -> np.ndarray:
+    if not parts:
+        return np.zeros((n, *spec.shape))
+    return np.concatenate(parts).astype(np.float64).reshape(n, *spec.shape)
+
+
+def _null() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _positive_weight(labels: np.ndarray, name: str) -> float:
+    """Negatives per positive in the training split (seeds: 76/24 = 3.17)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    positives = float(np.nansum(labels))
+    negatives = float(np.sum(np.isfinite(labels))) - positives
+    if positives == 0 or negatives == 0:
+        which = "positive" if positives == 0 else "negative"
+        raise ValueError(
+            f"surrogate.heads.{name}: the training split has no {which} row, so there is one "
+            "class to learn; choose dataset.is_optimal thresholds the outcomes separate"
+        )
+    return negatives / positives
+
+
+def _data_digest(data: TrainingData) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data.inputs.features).tobytes())
+    digest.update(np.ascontiguousarray(data.inputs.polymer_index).tobytes())
+    for name in sorted(data.targets):
+        digest.update(np.ascontiguousarray(data.targets[name], dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _spec_json(spec: OutputSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "unit": spec.unit,
+        "description": spec.description,
+        "shape": list(spec.shape),
+    }
+
+
+def _spec_from_json(data: Mapping[str, Any]) -> OutputSpec:
+    return OutputSpec(data["name"], data["unit"], data["description"], tuple(data["shape"]))

@@ -1,0 +1,329 @@
+"""The training loop: AdamW, linear warm-up then cosine decay, gradient clipping, early
+stopping on the validation loss, mixed precision where the hardware has it, a checkpoint after
+every epoch (a killed training resumes from its last finished epoch and ends as an
+uninterrupted one would), and data-parallel training when started under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hydraopt.atomic import atomic_path
+from hydraopt_plugins.surrogates import HeadSettings, HydraBertSettings
+from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting, head_loss
+
+CHECKPOINT = "checkpoint.pt"
+TORCH_SEED_RANGE = 2**32  # seeds beyond it overflow torch's per-epoch generator seeds
+
+
+@dataclass
+class Rows:
+    """Scaled training rows as tensors on the training device."""
+
+    features: torch.Tensor  # [n, F] float32
+    polymer: torch.Tensor  # [n] long, into the polymer list
+    category: torch.Tensor  # [n] long
+    targets: dict[str, torch.Tensor]
+    valid: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.polymer)
+
+    def to(self, device: torch.device) -> Rows:
+        return Rows(
+            self.features.to(device),
+            self.polymer.to(device),
+            self.category.to(device),
+            {k: v.to(device) for k, v in self.targets.items()},
+            {k: v.to(device) for k, v in self.valid.items()},
+        )
+
+
+class PolymerEmbedding(nn.Module):
+    """The batch's polymers' embeddings: from the trainable encoder, or looked up in the
+    frozen table (computed once per unique PSMILES)."""
+
+    def __init__(
+        self, psmiles: list[str], frozen: torch.Tensor | None, encoder: nn.Module | None
+    ) -> None:
+        super().__init__()
+        self.psmiles = psmiles
+        self.encoder = encoder
+        self.register_buffer("frozen", frozen if frozen is not None else torch.zeros(0))
+
+    def forward(self, polymers: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:
+            return self.encoder([self.psmiles[i] for i in polymers.tolist()])
+        return self.frozen[polymers]
+
+
+class LossModel(nn.Module):
+    """Network, embedding and task weighting as one module, so one DDP wrapper averages
+    every trainable gradient."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        embedding: PolymerEmbedding,
+        weighting: TaskWeighting,
+        heads: Mapping[str, HeadSettings],
+        huber_beta: Mapping[str, float],
+        pos_weight: Mapping[str, float],
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.embedding = embedding
+        self.weighting = weighting
+        self.heads = dict(heads)
+        self.huber_beta = dict(huber_beta)
+        self.pos_weight = dict(pos_weight)
+
+    def forward(
+        self, data: Rows, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        polymers, inverse = torch.unique(data.polymer[rows], return_inverse=True)
+        outputs = self.network(
+            data.features[rows], self.embedding(polymers), inverse, data.category[rows]
+        )
+        losses = {
+            name: head_loss(
+                head,
+                outputs[name],
+                data.targets[name][rows],
+                data.valid[name][rows],
+                self.huber_beta.get(name, 1.0),
+                self.pos_weight.get(name, 1.0),
+            )
+            for name, head in self.heads.items()
+        }
+        return self.weighting(losses), losses
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("surrogate.device = 'cuda' but torch sees no GPU")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    cpu = getattr(torch._C, "_cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return bool(cpu) and any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype: None for fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear from 0 over the warm-up, then cosine down to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    rank, world = _rank_world()
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size][rank::world]
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def train(
+    model: LossModel,
+    train_rows: Rows,
+    validation_rows: Rows,
+    settings: HydraBertSettings,
+    seed: int,
+    workdir: Path,
+    identity: str,
+    report: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place (leaving the best epoch's weights) and return the history."""
+    seed %= TORCH_SEED_RANGE
+    device = train_rows.features.device
+    rank, world = _rank_world()
+    wrapped: nn.Module = model
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    encoder_params = [p for p in model.embedding.parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in encoder_params}
+    other = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    groups = [{"params": other, "lr": settings.learning_rate}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": settings.encoder_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(
+            round(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch
+        ),
+    )
+    dtype = autocast_dtype(device, settings.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = _Progress(history=[], best_loss=math.inf, best_state=None, bad_epochs=0, epoch=0)
+    checkpoint = workdir / CHECKPOINT
+    resumed = _resume(checkpoint, identity, model, optimizer, scheduler, scaler, state)
+    if resumed:
+        report(f"resuming after epoch {state.epoch} (from {checkpoint})")
+    else:
+        torch.manual_seed(seed)
+    while state.epoch < settings.epochs and state.bad_epochs < settings.patience:
+        started = time.perf_counter()
+        wrapped.train()
+        generator = torch.Generator().manual_seed(seed * 1009 + state.epoch)
+        totals, count = 0.0, 0
+        for rows in batches(len(train_rows), settings.batch_size, generator):
+            with _autocast(device, dtype):
+                total, _ = wrapped(train_rows, rows.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), settings.gradient_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            totals += float(total.detach()) * len(rows)
+            count += len(rows)
+        validation, per_task = evaluate_loss(model, validation_rows, settings, dtype)
+        state.epoch += 1
+        record = {
+            "epoch": state.epoch,
+            "train_loss": totals / max(count, 1),
+            "validation_loss": validation,
+            **{f"validation_loss_{name}": value for name, value in per_task.items()},
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+        state.history.append(record)
+        better = validation < state.best_loss
+        if better:
+            state.best_loss, state.bad_epochs = validation, 0
+            state.best_state = copy.deepcopy(model.state_dict())
+        else:
+            state.bad_epochs += 1
+        if rank == 0:
+            _save(checkpoint, identity, model, optimizer, scheduler, scaler, state)
+        report(
+            f"epoch {state.epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}, "
+            f"validation loss {validation:.4f}{' (best)' if better else ''}, "
+            f"{record['seconds']:.1f} s"
+        )
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return state.history
+
+
+def evaluate_loss(
+    model: LossModel, data: Rows, settings: HydraBertSettings, dtype: torch.dtype | None
+) -> tuple[float, dict[str, float]]:
+    """The validation loss (weighted as in training) and each task's loss, over all rows."""
+    model.eval()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    device = data.features.device
+    with torch.no_grad(), _autocast(device, dtype):
+        for start in range(0, len(data), settings.predict_batch_size):
+            rows = torch.arange(start, min(len(data), start + settings.predict_batch_size))
+            _, losses = model(data, rows.to(device))
+            for name, loss in losses.items():
+                weight = float(data.valid[name][rows].sum())
+                sums[name] = sums.get(name, 0.0) + float(loss) * weight
+                counts[name] = counts.get(name, 0.0) + weight
+        per_task = {name: sums[name] / max(counts[name], 1.0) for name in sums}
+        total = model.weighting(
+            {name: torch.tensor(value, device=device) for name, value in per_task.items()}
+        )
+    return float(total), per_task
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass
+class _Progress:
+    history: list[dict[str, Any]]
+    best_loss: float
+    best_state: dict[str, torch.Tensor] | None
+    bad_epochs: int
+    epoch: int
+
+
+def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state) -> None:
+    payload = {
+        "identity": identity,
+        "epoch": state.epoch,
+        "best_loss": state.best_loss,
+        "bad_epochs": state.bad_epochs,
+        "history": state.history,
+        "model": model.state_dict(),
+        "best_model": state.best_state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def _resume(path: Path, identity: str, model, optimizer, scheduler, scaler, state) -> bool:
+    """Load the last finished epoch if ``path`` holds one of this very training."""
+    if not path.is_file():
+        return False
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged checkpoint only means training starts again
+        return False
+    if payload.get("identity") != identity:
+        return False
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    torch.set_rng_state(payload["torch_rng"])
+    state.epoch = payload["epoch"]
+    state.best_loss = payload["best_loss"]
+    state.bad_epochs = payload["bad_epochs"]
+    state.history = payload["history"]
+    state.best_state = payload["best_model"]
+    return True

@@ -1,0 +1,88 @@
+"""Polymer encoders: Morgan count fingerprints, none, and polyBERT loaded from a folder in
+polyBERT's layout (a tiny DeBERTa-v2 and a SentencePiece tokenizer built here, no download)."""
+
+import numpy as np
+import pytest
+
+from hydraopt.registry import PluginRegistry
+from hydraopt_plugins.encoders import MorganSettings, PolyBertSettings
+
+PSMILES = [
+    "[*]CCO[*]",
+    "[*]c1sc([*])c2c1OCCO2",
+    "[*]OC1C(CO)OC([*])C(N)C1O",
+    "[*]NCC(=O)N1CCCC1C(=O)NC(CCCCNC(=O)C(C)=C)C(=O)[*]",
+]
+
+
+@pytest.fixture(scope="module")
+def polybert_folder(tmp_path_factory):
+    from hydraopt_plugins.encoders.polybert_untrained import write_untrained_polybert
+
+    return write_untrained_polybert(tmp_path_factory.mktemp("polybert"), PSMILES * 5)
+
+
+def test_morgan_counts_the_repeat_unit_and_names_a_bad_psmiles():
+    from hydraopt_plugins.encoders.morgan import MorganEncoder
+
+    encoder = MorganEncoder(MorganSettings(radius=2, fp_size=512))
+    embedding = encoder.encode(PSMILES)
+    assert embedding.shape == (4, 512) and embedding.dtype == np.float32
+    # counts, not bits: PEG's repeat unit roots 3 environments per radius at its 3 atoms
+    assert embedding[0].sum() == 3 * 3
+    assert len({row.tobytes() for row in embedding}) == 4
+    np.testing.assert_array_equal(encoder.encode([PSMILES[1]])[0], embedding[1])
+    with pytest.raises(ValueError, match=r"RDKit cannot parse the PSMILES '\[\*\]CC\(\('"):
+        encoder.encode(["[*]CC(("])
+
+
+def test_the_none_encoder_has_no_width():
+    registry = PluginRegistry.discover()
+    settings = registry.get("encoder", "none").registration.settings()
+    encoder = registry.create("encoder", "none", settings)
+    assert encoder.encode(PSMILES).shape == (4, 0) and encoder.trainable_module() is None
+
+
+def test_polybert_loads_a_local_folder_and_trains_only_lora(polybert_folder):
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+
+    encoder = PolyBertEncoder(PolyBertSettings(model=str(polybert_folder)))
+    module = encoder.trainable_module()
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("attention.output.dense" in n for n in trainable)
+    assert not any("intermediate" in n for n in trainable)  # the feed-forward stays frozen
+    module.train()
+    module(PSMILES).pow(2).mean().backward()
+    assert all(p.grad is not None for n, p in module.named_parameters() if n in trainable)
+    frozen = [p for n, p in module.named_parameters() if n not in trainable]
+    assert all(p.grad is None for p in frozen)
+    # grouped by token length and gathered back: the same fingerprint as one at a time
+    together = encoder.encode(PSMILES + PSMILES[:1])
+    alone = np.stack([encoder.encode([s])[0] for s in PSMILES])
+    np.testing.assert_allclose(together[:4], alone, atol=1e-5)
+    np.testing.assert_array_equal(together[4], together[0])
+    assert together.shape == (5, encoder.embedding_dim)
+
+
+def test_polybert_pooling_and_fingerprint_follow_the_settings(polybert_folder):
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+
+    mean = PolyBertEncoder(PolyBertSettings(model=str(polybert_folder), lora=False))
+    cls = PolyBertEncoder(PolyBertSettings(model=str(polybert_folder), lora=False, pooling="cls"))
+    assert mean.trainable_module() is None
+    assert mean.fingerprint != cls.fingerprint
+    assert not np.allclose(mean.encode(PSMILES), cls.encode(PSMILES))
+    again = PolyBertEncoder(PolyBertSettings(model=str(polybert_folder), lora=False))
+    assert again.fingerprint == mean.fingerprint
+
+
+def test_missing_polybert_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    from hydraopt_plugins.encoders.polybert import WeightsNotFound, resolve_model_dir
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFound, match=r"hf download kuelumbus/polyBERT.*\[encoder\]"):
+        resolve_model_dir("kuelumbus/polyBERT")
+    with pytest.raises(WeightsNotFound, match="no folder"):
+        resolve_model_dir(str(tmp_path / "nowhere"))

@@ -1,0 +1,210 @@
+"""The hydrabert surrogate on rows with a known answer: it learns them, predicts with calibrated
+uncertainty, saves and loads exactly, resumes a killed training as if never stopped, and
+refuses what it cannot use with errors that name the head, file or split."""
+
+import numpy as np
+import pytest
+
+from hydraopt.domain import OutputSpec, PolymerInput, SurrogateInputs, TrainingData
+from hydraopt.domain.training import DATASET_FEATURE_NAMES
+from hydraopt_plugins.encoders import MorganSettings
+from hydraopt_plugins.surrogates import HydraBertSettings
+
+POLYMERS = (
+    PolymerInput("peg", "[*]CCO[*]", "PEGDA"),
+    PolymerInput("pedot", "[*]c1sc([*])c2c1OCCO2", "Conductive"),
+    PolymerInput("chitosan", "[*]OC1C(CO)OC([*])C(N)C1O", "Chitosan"),
+)
+SPECS = (
+    OutputSpec("delta_ef_pct", "%-points", "change in EF"),
+    OutputSpec("is_optimal", "1", "label"),
+    OutputSpec("bz_stress_reduction_pct", "%", "stress reduction"),
+    OutputSpec("delta_ef_trajectory_pct", "%-points", "trajectory", (3,)),
+)
+NOISE = 0.05
+STIFFNESS = DATASET_FEATURE_NAMES.index("stiffness_kpa")
+THICKNESS = DATASET_FEATURE_NAMES.index("thickness_mm")
+
+
+def rows(n: int, patient: str, seed: int) -> TrainingData:
+    """delta-EF rises with log stiffness and thickness, and differs by polymer."""
+    rng = np.random.default_rng(seed)
+    features = rng.uniform(1.0, 2.0, (n, len(DATASET_FEATURE_NAMES)))
+    features[:, STIFFNESS] = 10 ** rng.uniform(0, 2, n)
+    polymer = rng.integers(0, len(POLYMERS), n)
+    clean = np.log10(features[:, STIFFNESS]) + features[:, THICKNESS] + 0.5 * polymer
+    delta_ef = clean + NOISE * rng.normal(size=n)
+    targets = {
+        "delta_ef_pct": delta_ef,
+        "is_optimal": (clean > 2.3).astype(float),
+        "bz_stress_reduction_pct": 4 * clean + rng.normal(size=n),
+        "delta_ef_trajectory_pct": np.outer(delta_ef, [0.3, 0.7, 1.0]),
+    }
+    inputs = SurrogateInputs(features, polymer, POLYMERS, np.full(n, patient, dtype=object))
+    return TrainingData(inputs, targets, SPECS)
+
+
+HEADS = {
+    "delta_ef_pct": {"kind": "regression", "loss": "huber", "hidden": [64]},
+    "is_optimal": {"kind": "classification", "loss": "focal", "hidden": [32]},
+    "bz_stress_reduction_pct": {"weight": 0.3, "hidden": [32]},
+    "delta_ef_trajectory_pct": {"kind": "sequence", "hidden": [32]},
+}
+
+
+def settings(**changes) -> HydraBertSettings:
+    base = {
+        "heads": HEADS,
+        "epochs": 25,
+        "batch_size": 128,
+        "fusion_dim": 64,
+        "smiles_dim": 32,
+        "adapter_hidden": 32,
+        "patience": 25,
+        "mc_samples": 8,
+    }
+    return HydraBertSettings.model_validate({**base, **changes})
+
+
+def surrogate(**changes):
+    from hydraopt_plugins.surrogates.hydrabert.surrogate import HydraBertSurrogate
+
+    return HydraBertSurrogate(settings(**changes))
+
+
+def morgan():
+    from hydraopt_plugins.encoders.morgan import MorganEncoder
+
+    return MorganEncoder(MorganSettings(fp_size=256))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return rows(1500, "P1", 1), rows(400, "P2", 2), rows(600, "P3", 3)
+
+
+@pytest.fixture(scope="module")
+def fitted(data, tmp_path_factory):
+    train, validation, _ = data
+    model = surrogate()
+    model.fit(train, validation, morgan(), tmp_path_factory.mktemp("fit"), seed=7)
+    return model
+
+
+def test_it_learns_every_head_and_its_intervals_hold_what_they_claim(fitted, data):
+    from sklearn.metrics import r2_score, roc_auc_score
+
+    test = data[2]
+    predicted = fitted.predict(test.inputs)
+    y = test.targets["delta_ef_pct"]
+    assert r2_score(y, predicted["delta_ef_pct"]) > 0.95
+    assert roc_auc_score(test.targets["is_optimal"], predicted["is_optimal"]) > 0.95
+    assert (
+        r2_score(test.targets["bz_stress_reduction_pct"], predicted["bz_stress_reduction_pct"])
+        > 0.8
+    )
+    trajectory = predicted["delta_ef_trajectory_pct"]
+    assert trajectory.shape == (600, 3)
+    assert r2_score(test.targets["delta_ef_trajectory_pct"].ravel(), trajectory.ravel()) > 0.9
+    std = predicted.std["delta_ef_pct"]
+    assert np.all(std > 0)
+    inside = np.abs(y - predicted["delta_ef_pct"]) <= 1.645 * std
+    assert 0.75 <= inside.mean() <= 0.995  # a 90% interval, near its claim
+    assert np.all((predicted["is_optimal"] >= 0) & (predicted["is_optimal"] <= 1))
+    assert predicted.mean.units()["delta_ef_pct"] == "%-points"
+    history = fitted.history
+    assert history[-1]["validation_loss"] < history[0]["validation_loss"]
+
+
+def test_predictions_are_reproducible_and_survive_save_and_load(fitted, data, tmp_path):
+    test = data[2].inputs
+    first, again = fitted.predict(test), fitted.predict(test)
+    np.testing.assert_array_equal(first["delta_ef_pct"], again["delta_ef_pct"])
+    np.testing.assert_array_equal(first.std["delta_ef_pct"], again.std["delta_ef_pct"])
+    fitted.save(tmp_path)
+    restored = surrogate()
+    restored.load(tmp_path, morgan())
+    loaded = restored.predict(test)
+    for name in ("delta_ef_pct", "is_optimal", "delta_ef_trajectory_pct"):
+        np.testing.assert_allclose(loaded[name], first[name], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(loaded.std[name], first.std[name], rtol=1e-5, atol=1e-6)
+
+
+def test_load_refuses_another_configuration_or_encoder(fitted, tmp_path):
+    from hydraopt_plugins.encoders import NoEncoder
+    from hydraopt_plugins.encoders.morgan import MorganEncoder
+
+    fitted.save(tmp_path)
+    with pytest.raises(ValueError, match=r"surrogate\.json: saved with other surrogate settings"):
+        surrogate(dropout=0.2).load(tmp_path, morgan())
+    with pytest.raises(ValueError, match="another polymer encoder"):
+        surrogate().load(tmp_path, MorganEncoder(MorganSettings(fp_size=512)))
+    with pytest.raises(ValueError, match="another polymer encoder"):
+        surrogate().load(tmp_path, NoEncoder(None))
+    (tmp_path / "surrogate.json").write_text('{"format": "someone-else/3"}')
+    with pytest.raises(ValueError, match="format 'someone-else/3'"):
+        surrogate().load(tmp_path, morgan())
+
+
+def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(data, tmp_path):
+    import torch
+
+    from hydraopt_plugins.surrogates.hydrabert import training
+
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    whole = surrogate(epochs=4)
+    whole.fit(train, validation, morgan(), tmp_path / "whole", seed=3)
+
+    calls = {"n": 0}
+    original = training.evaluate_loss
+
+    def dies_in_epoch_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    training.evaluate_loss = dies_in_epoch_three
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            surrogate(epochs=4).fit(train, validation, morgan(), tmp_path / "killed", seed=3)
+    finally:
+        training.evaluate_loss = original
+    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 2
+    lines = []
+    resumed = surrogate(epochs=4)
+    resumed.fit(train, validation, morgan(), tmp_path / "killed", seed=3, report=lines.append)
+    assert lines[0].startswith("resuming after epoch 2")
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    np.testing.assert_array_equal(
+        resumed.predict(test.inputs)["delta_ef_pct"], whole.predict(test.inputs)["delta_ef_pct"]
+    )
+
+
+def test_a_head_needs_its_output_and_a_label_needs_both_classes(data, tmp_path):
+    train, validation, _ = data
+    model = surrogate(heads={"edp_mmhg": {}})
+    with pytest.raises(ValueError, match=r"surrogate\.heads\.edp_mmhg: the dataset has no output"):
+        model.fit(train, validation, morgan(), tmp_path)
+    model = surrogate(heads={"delta_ef_trajectory_pct": {"kind": "regression"}})
+    with pytest.raises(ValueError, match="needs a scalar output"):
+        model.fit(train, validation, morgan(), tmp_path)
+    one_class = TrainingData(
+        train.inputs, {**train.targets, "is_optimal": np.zeros(len(train))}, SPECS
+    )
+    with pytest.raises(ValueError, match="the training split has no positive row"):
+        surrogate().fit(one_class, validation, morgan(), tmp_path)
+
+
+def test_no_encoder_and_the_fusion_transformer_train_too(data, tmp_path):
+    from hydraopt_plugins.encoders import NoEncoder
+
+    train, validation, test = (d.take(slice(0, 400)) for d in data)
+    for model, encoder in (
+        (surrogate(epochs=3), NoEncoder(None)),
+        (surrogate(epochs=3, fusion="transformer", fusion_layers=1, fusion_heads=4), morgan()),
+    ):
+        model.fit(train, validation, encoder, tmp_path / str(id(model)), seed=1)
+        predicted = model.predict(test.inputs)
+        assert np.all(np.isfinite(predicted["delta_ef_pct"]))

@@ -1,0 +1,140 @@
+"""The train stage: the surrogate fitted on the training patients and judged on the test
+patients, against its baselines and leave-polymer-out; its artifacts; clear errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from hydraopt.registry import PluginRegistry
+from hydraopt.stages.train import load_training_table
+from hydraopt.store import RunStore
+
+from conftest import run_quietly
+
+PIPELINE = """\
+[study]
+name = "tr"
+seed = 5
+output_dir = "runs"
+
+[cohort]
+n_patients = 6
+chronic_fraction = 0.5
+
+[dataset]
+designs_per_patient = 24
+is_optimal = { delta_ef_pct = 0.05, bz_stress_reduction_pct = 0.0 }
+splits = { train = 0.5, validation = 0.25, test = 0.25 }
+
+[mesh]
+element_size_mm = 8.0
+
+[simulators.reference-mechanics]
+
+[surrogate]
+plugin = "hydrabert"
+epochs = 4
+batch_size = 16
+fusion_dim = 32
+smiles_dim = 16
+adapter_hidden = 16
+mc_samples = 4
+
+[surrogate.heads.delta_ef_pct]
+loss = "huber"
+hidden = [32]
+
+[surrogate.heads.is_optimal]
+kind = "classification"
+loss = "focal"
+hidden = [16]
+
+[encoder]
+plugin = "morgan"
+fp_size = 128
+
+[train]
+leave_polymer_out = 0.3
+
+[execution]
+workers = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return PluginRegistry.discover()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, registry):
+    folder = tmp_path_factory.mktemp("train")
+    path = folder / "pipeline.toml"
+    path.write_text(PIPELINE, encoding="utf-8")
+    summary = run_quietly(path, registry)
+    assert summary.ok and "train" in summary.ran, summary
+    return path, summary.run_dir
+
+
+def test_the_surrogate_is_saved_and_judged_on_the_test_patients(study, registry):
+    _, run_dir = study
+    store = RunStore(run_dir)
+    evaluation = store.folder("surrogate_evaluation")
+    with (evaluation.path / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    models = {(r["model"], r["evaluation"]) for r in rows}
+    assert models == {
+        ("hydrabert/morgan", "test patients"),
+        ("hydrabert/none", "test patients"),
+        ("hist-gradient-boosting", "test patients"),
+        ("hydrabert/morgan", "leave-polymer-out"),
+        ("hydrabert/none", "leave-polymer-out"),
+    }
+    main = {
+        (r["output"], r["metric"]): float(r["value"])
+        for r in rows
+        if r["model"] == "hydrabert/morgan" and r["evaluation"] == "test patients"
+    }
+    assert {"mae", "rmse", "r2", "interval_coverage"} <= {m for o, m in main if o == "delta_ef_pct"}
+    assert {"accuracy", "auroc", "f1", "precision", "recall"} <= {
+        m for o, m in main if o == "is_optimal"
+    }
+    data, split = load_training_table(store.tables("dataset"))
+    assert main[("delta_ef_pct", "n")] == (split == "test").sum()
+    for name in ("training_curves.png", "parity_delta_ef_pct.png", "history.csv"):
+        assert (evaluation.path / name).stat().st_size > 0
+    assert evaluation.meta["leave_polymer_out"]
+
+    # Stages 2 and 3 load the saved surrogate and get what the stage measured
+    from hydraopt_plugins.encoders import MorganSettings
+    from hydraopt_plugins.encoders.morgan import MorganEncoder
+    from hydraopt_plugins.surrogates import HydraBertSettings
+    from hydraopt_plugins.surrogates.hydrabert.surrogate import HydraBertSurrogate
+
+    saved = store.folder("surrogate").path
+    meta = json.loads((saved / "surrogate.json").read_text())
+    surrogate = HydraBertSurrogate(HydraBertSettings.model_validate(meta["settings"]))
+    surrogate.load(saved, MorganEncoder(MorganSettings(fp_size=128)))
+    test = data.take(split == "test")
+    predicted = surrogate.predict(test.inputs)
+    mae = np.abs(predicted["delta_ef_pct"] - test.targets["delta_ef_pct"]).mean()
+    assert mae == pytest.approx(main[("delta_ef_pct", "mae")], rel=1e-6)
+
+
+def test_a_second_run_reuses_the_trained_surrogate(study, registry):
+    path, _ = study
+    summary = run_quietly(path, registry)
+    assert "train" in summary.skipped
+
+
+def test_a_head_naming_an_output_the_dataset_lacks_is_a_clear_error(study, registry):
+    from hydraopt.errors import DataError
+
+    path, _ = study
+    other = path.with_name("other-head.toml")
+    other.write_text(PIPELINE.replace("[surrogate.heads.is_optimal]", "[surrogate.heads.rvi_ms]"))
+    with pytest.raises(DataError, match=r"surrogate\.heads\.rvi_ms: the dataset has no output"):
+        run_quietly(other, registry, adopt_run_dir=True)
+    run_quietly(path, registry, adopt_run_dir=True)  # the study's own file again
