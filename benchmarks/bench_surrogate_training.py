@@ -80,8 +80,10 @@ def main() -> None:
     parameters = sum(p.numel() for p in encoder.module.parameters())
     trainable = sum(p.numel() for p in encoder.module.parameters() if p.requires_grad)
     print(f"encoder: {parameters / 1e6:.1f}M parameters, LoRA {trainable / 1e6:.2f}M trainable")
-    print(f"polymers: {len(polymers)} ({len(distinct)} distinct PSMILES), tokens per PSMILES "
-          f"{min(tokens)}-{max(tokens)} (total {sum(tokens)})")
+    print(
+        f"polymers: {len(polymers)} ({len(distinct)} distinct PSMILES), tokens per PSMILES "
+        f"{min(tokens)}-{max(tokens)} (total {sum(tokens)})"
+    )
     rows = ROWS if args.full else args.steps * BATCH
     train = synthetic_rows(rows, polymers, 0)
     validation = synthetic_rows(BATCH, polymers, 1)
@@ -98,16 +100,20 @@ def main() -> None:
     step_s = (train_s - validation_s * len(history)) / (len(history) * math.ceil(rows / BATCH))
     frozen_step_s = _frozen_step_seconds(train, polymers, settings, args.steps, work)
     share = 1 - frozen_step_s / step_s
-    print(f"one step of {BATCH} rows: {step_s:.2f} s with LoRA, {frozen_step_s:.2f} s with "
-          f"frozen embeddings; encoder share {100 * share:.0f}%")
+    print(
+        f"one step of {BATCH} rows: {step_s:.2f} s with LoRA, {frozen_step_s:.2f} s with "
+        f"frozen embeddings; encoder share {100 * share:.0f}%"
+    )
     print(f"rows per second: {BATCH / step_s:,.0f} (LoRA), {BATCH / frozen_step_s:,.0f} (frozen)")
     steps = EPOCHS * math.ceil(ROWS / BATCH)
     if args.full:
         print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs): measured {seconds / 60:.1f} min")
     else:
         projected = steps * step_s + EPOCHS * validation_s * (89_496 / BATCH)
-        print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs = {steps} steps, validation on the "
-              f"seeds' 89,496 rows each epoch): projected {projected / 60:.1f} min")
+        print(
+            f"recipe ({ROWS:,} rows x {EPOCHS} epochs = {steps} steps, validation on the "
+            f"seeds' 89,496 rows each epoch): projected {projected / 60:.1f} min"
+        )
 
 
 def _validation_seconds(surrogate, validation, settings) -> float:
