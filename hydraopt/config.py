@@ -182,6 +182,49 @@ class EncoderChoice(PluginChoice):
 BASELINES = ("hist-gradient-boosting", "no-encoder")
 
 
+class SearchRange(Section):
+    """One searched setting: ``low``/``high`` (``log`` for a log scale) or ``choices``."""
+
+    low: int | float | None = Field(None, description="Smallest value (with high).")
+    high: int | float | None = Field(None, description="Largest value (with low).")
+    log: bool = Field(False, description="Sample on a log scale.")
+    choices: list[int | float | str | bool] | None = Field(
+        None, min_length=1, description="Values to choose from (instead of low and high)."
+    )
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchRange:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is None and not self.low < self.high:  # type: ignore[operator]
+            raise ValueError(f"low ({self.low}) must be smaller than high ({self.high})")
+        if self.log and self.choices is None and self.low <= 0:  # type: ignore[operator]
+            raise ValueError("a log scale needs low > 0")
+        return self
+
+
+class SearchConfig(Section):
+    """Hyperparameter search (Optuna TPE) over declared ranges of the surrogate's settings,
+    judged on held-out patients; the best settings train the final surrogate."""
+
+    space: dict[str, SearchRange] = Field(
+        min_length=1,
+        description="Surrogate settings to search, by name (see the surrogate plugin's "
+        "settings), each a range or a list of choices.",
+    )
+    trials: int = Field(20, ge=1, description="Trials to run (finished ones are kept).")
+    folds: int = Field(
+        1,
+        ge=1,
+        description="1: judge each trial on the validation patients; k: patient-grouped "
+        "k-fold over the training and validation patients.",
+    )
+    objective_output: str = Field("delta_ef_pct", description="Output whose metric is scored.")
+    objective_metric: Literal[
+        "mae", "rmse", "r2", "auroc", "f1", "accuracy", "precision", "recall"
+    ] = Field("mae", description="Metric scored (errors minimised, the others maximised).")
+
+
 class TrainConfig(Section):
     """Stage ``train``: what the surrogate is judged against, besides its test patients."""
 
@@ -200,6 +243,24 @@ class TrainConfig(Section):
     )
     interval: float = Field(
         0.9, gt=0.0, lt=1.0, description="Central probability of the predictive intervals."
+    )
+    search: SearchConfig | None = Field(
+        None, description="Hyperparameter search before the final training (off by default)."
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Processes that train each surrogate data-parallel on this machine "
+        "(torchrun; one per GPU, or CPU processes with gloo); 1 trains in the run's process.",
+    )
+    launcher: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Command that starts the training processes instead of `torchrun "
+        '--standalone --nproc-per-node PROCESSES`, e.g. ["srun", "torchrun", "--nnodes=2", '
+        '"--nproc-per-node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=HOST:29500"] '
+        "for several nodes sharing the run directory; hydraopt appends `-m "
+        "hydraopt.distributed_training JOB`.",
     )
 
 

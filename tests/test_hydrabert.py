@@ -208,3 +208,42 @@ def test_no_encoder_and_the_fusion_transformer_train_too(data, tmp_path):
         model.fit(train, validation, encoder, tmp_path / str(id(model)), seed=1)
         predicted = model.predict(test.inputs)
         assert np.all(np.isfinite(predicted["delta_ef_pct"]))
+
+
+def test_two_processes_train_data_parallel_as_one_does(data, tmp_path):
+    """torchrun with two CPU processes (gloo): each takes half of every batch and the
+    gradients are averaged, which without dropout is the one-process gradient."""
+    from hydraopt.distributed_training import default_launcher, fit_in_processes
+    from hydraopt.registry import PluginRegistry
+
+    train, validation, test = (d.take(slice(0, 256)) for d in data)
+    registry = PluginRegistry.discover()
+    changes = {"epochs": 3, "dropout": 0.0, "batch_size": 64}
+    surrogate_handle = registry.handle("surrogate", "hydrabert", settings(**changes))
+    encoder_handle = registry.handle("encoder", "morgan", MorganSettings(fp_size=256))
+    lines = []
+    fitted = fit_in_processes(
+        tmp_path / "job",
+        (surrogate_handle, encoder_handle),
+        train,
+        validation,
+        11,
+        default_launcher(2),
+        lines.append,
+    )
+    assert any("[rank 0 of 2] epoch 3/3" in line for line in lines)
+    parallel = surrogate(**changes)
+    parallel.load(fitted, morgan())
+    single = surrogate(**changes)
+    single.fit(train, validation, morgan(), tmp_path / "single", seed=11)
+    np.testing.assert_allclose(
+        [h["validation_loss"] for h in parallel.history],
+        [h["validation_loss"] for h in single.history],
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        parallel.predict(test.inputs)["delta_ef_pct"],
+        single.predict(test.inputs)["delta_ef_pct"],
+        rtol=1e-4,
+        atol=1e-4,
+    )

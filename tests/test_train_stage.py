@@ -138,3 +138,36 @@ def test_a_head_naming_an_output_the_dataset_lacks_is_a_clear_error(study, regis
     with pytest.raises(DataError, match=r"surrogate\.heads\.rvi_ms: the dataset has no output"):
         run_quietly(other, registry, adopt_run_dir=True)
     run_quietly(path, registry, adopt_run_dir=True)  # the study's own file again
+
+
+def test_a_search_judges_trials_on_held_out_patients_and_trains_the_best(study, registry):
+    path, run_dir = study
+    searched = path.with_name("searched.toml")
+    searched.write_text(
+        PIPELINE.replace(
+            "[train]",
+            "[train.search]\ntrials = 2\nfolds = 2\n"
+            "space = { learning_rate = { low = 1e-4, high = 1e-2, log = true }, "
+            "dropout = { choices = [0.0, 0.2] } }\n\n[train]",
+        )
+    )
+    summary = run_quietly(searched, registry, adopt_run_dir=True)
+    assert summary.ok and "train" in summary.ran
+    evaluation = RunStore(run_dir).folder("surrogate_evaluation")
+    with (evaluation.path / "search.csv").open() as handle:
+        trials = list(csv.DictReader(handle))
+    assert [t["trial"] for t in trials] == ["0", "1"]
+    best = evaluation.meta["search_best"]
+    assert set(best) == {"learning_rate", "dropout"}
+    saved = json.loads((RunStore(run_dir).folder("surrogate").path / "surrogate.json").read_text())
+    assert saved["settings"]["learning_rate"] == best["learning_rate"]
+    bad = path.with_name("bad-search.toml")
+    bad.write_text(searched.read_text().replace("dropout = {", "droput = {"))
+    from hydraopt.config import load_pipeline
+    from hydraopt.validation import validate_inputs
+
+    problems = validate_inputs(load_pipeline(bad, registry), registry)
+    assert any(
+        "train.search.space.droput: the surrogate 'hydrabert' has no setting" in p for p in problems
+    )
+    run_quietly(path, registry, adopt_run_dir=True)  # the study's own file again

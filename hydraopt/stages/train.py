@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from hydraopt.config import Pipeline, PipelineConfig
+from hydraopt.distributed_training import default_launcher, fit_in_processes
 from hydraopt.domain import OutputSpec, PolymerInput, SurrogateInputs, TrainingData
 from hydraopt.domain.training import DATASET_FEATURE_NAMES
-from hydraopt.errors import DataError
+from hydraopt.errors import DataError, HydraoptError, PluginError
+from hydraopt.hyperparameter_search import folds_of, search, write_trials
 from hydraopt.plugin_calls import PluginFailure, PluginHandle
 from hydraopt.plugin_types import NoSettings
 from hydraopt.registry import PluginRegistry
@@ -87,10 +90,13 @@ def _run(context: StageContext) -> None:
                 f"{context.pipeline.path}: dataset.splits: the {name} split has no rows; the "
                 "surrogate needs patients in train, validation and test"
             )
-    encoder = context.plugin(("encoder",)).build()
-    _check_polymers(encoder, data.inputs.polymers)
-    none_encoder = context.registry.handle("encoder", NO_ENCODER, NoSettings()).build()
+    encoder = context.plugin(("encoder",))
+    _check_polymers(encoder.build(), data.inputs.polymers)
+    none_encoder = context.registry.handle("encoder", NO_ENCODER, NoSettings())
     surrogate_handle = context.plugin(("surrogate",))
+    searched: dict[str, Any] = {}
+    if config.train.search is not None:
+        surrogate_handle, searched = _search(context, surrogate_handle, encoder, data, split)
     assert config.surrogate is not None  # the stage is enabled by it
     label = f"{config.surrogate.plugin}/{config.encoder.plugin}"
     unencoded = f"{config.surrogate.plugin}/{NO_ENCODER}"
@@ -134,17 +140,25 @@ def _run(context: StageContext) -> None:
     context.write_folder("surrogate", folder, meta=meta)
     report = context.scratch_dir() / "evaluation"
     _write_report(report, rows, histories, parts["test"], predictions, context)
+    if searched:
+        write_trials(report / "search.csv", searched["trials"])
     context.write_folder(
         "surrogate_evaluation",
         report,
-        meta={"metrics": rows, "leave_polymer_out": held_out, "interval": interval},
+        meta={
+            "metrics": rows,
+            "leave_polymer_out": held_out,
+            "interval": interval,
+            "search_best": searched.get("best", {}),
+        },
     )
     for line in summary_lines(rows, label):
         say("  " + line)
 
 
 class _Fitter:
-    """Fits new surrogate objects, each with its own resumable work folder and seed."""
+    """Fits new surrogate objects, each with its own resumable work folder and seed, in this
+    process or data-parallel in the launcher's processes."""
 
     def __init__(self, context: StageContext, handle: PluginHandle) -> None:
         self.context = context
@@ -154,21 +168,86 @@ class _Fitter:
         self.context.reporter.say(f"    {line}")
 
     def __call__(
-        self, key: str, encoder: Any, train: TrainingData, validation: TrainingData
+        self, key: str, encoder: PluginHandle, train: TrainingData, validation: TrainingData
     ) -> Any:
-        surrogate = self.handle.build_new()
+        config = self.context.config.train
         workdir = self.context.store.work_dir("train") / key
         workdir.mkdir(parents=True, exist_ok=True)
         seed = derive_seed(self.context.config.study.seed, "train", key)
+        surrogate = self.handle.build_new()
         try:
-            surrogate.fit(train, validation, encoder, workdir, seed, self._report)
+            if config.processes > 1 or config.launcher:
+                launcher = config.launcher or default_launcher(config.processes)
+                fitted = fit_in_processes(
+                    workdir / "job",
+                    (self.handle, encoder),
+                    train,
+                    validation,
+                    seed,
+                    launcher,
+                    self._report,
+                )
+                surrogate.load(fitted, encoder.build())
+            else:
+                surrogate.fit(train, validation, encoder.build(), workdir, seed, self._report)
         except ValueError as exc:
             raise DataError(f"{self.context.pipeline.path}: {exc}") from None
+        except HydraoptError:
+            raise
         except Exception as exc:
             raise PluginFailure(
                 self.handle.label, f"fit raised {type(exc).__name__}: {exc}"
             ) from exc
         return surrogate
+
+
+def _search(
+    context: StageContext,
+    handle: PluginHandle,
+    encoder: PluginHandle,
+    data: TrainingData,
+    split: np.ndarray,
+) -> tuple[PluginHandle, dict[str, Any]]:
+    """The surrogate's handle with the best settings the search found, and the trials."""
+    search_config = context.config.train.search
+    assert search_config is not None
+    where = f"{context.pipeline.path}: train.search"
+    base = handle.settings.model_dump()
+
+    def handle_with(values: dict[str, Any]) -> PluginHandle:
+        try:
+            settings = type(handle.settings).model_validate({**base, **values})
+        except ValidationError as exc:
+            raise DataError(f"{where}.space: {exc}") from None
+        return context.registry.handle("surrogate", handle.name, settings)
+
+    def fit_trial(
+        values: dict[str, Any], key: str, train: TrainingData, held_out: TrainingData
+    ) -> Any:
+        return _Fitter(context, handle_with(values))(key, encoder, train, held_out)
+
+    try:
+        pairs = folds_of(data, split, search_config.folds)
+    except ValueError as exc:
+        raise DataError(f"{context.pipeline.path}: {exc}") from None
+    space = {name: r.model_dump(exclude_none=True) for name, r in search_config.space.items()}
+    objective = (search_config.objective_output, search_config.objective_metric)
+    context.reporter.say(
+        f"  searching {', '.join(space)} over {search_config.trials} trials, "
+        f"{len(pairs)} fold(s), by {' '.join(objective)}"
+    )
+    best, trials = search(
+        space,
+        pairs,
+        fit_trial,
+        objective,
+        search_config.trials,
+        derive_seed(context.config.study.seed, "train", "search"),
+        context.store.work_dir("train") / "search.sqlite3",
+        lambda line: context.reporter.say(f"    {line}"),
+    )
+    context.reporter.say(f"  best: {best}")
+    return handle_with(best), {"best": best, "trials": trials}
 
 
 def _check_polymers(encoder: Any, polymers: tuple[PolymerInput, ...]) -> None:
@@ -188,8 +267,8 @@ def _leave_polymer_out(
     data: TrainingData,
     split: np.ndarray,
     fit: _Fitter,
-    encoder: Any,
-    none_encoder: Any,
+    encoder: PluginHandle,
+    none_encoder: PluginHandle,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     config = context.config
     psmiles = data.inputs.row_psmiles
@@ -270,15 +349,42 @@ def _preflight(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
     config = pipeline.config
     if config.surrogate is None:
         return []
+    problems = _search_problems(pipeline, registry)
     loc = ("encoder",)
     try:
         handle = registry.handle("encoder", config.encoder.plugin, pipeline.plugin_settings[loc])
         handle.build()
     except PluginFailure as exc:
-        return [f"{pipeline.path}: encoder: {exc}"]
+        problems.append(f"{pipeline.path}: encoder: {exc}")
     except KeyError:  # an unknown plugin, reported by validation
+        pass
+    return problems
+
+
+def _search_problems(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
+    """Searched names that are no setting of the surrogate, and an objective no head has."""
+    config = pipeline.config
+    search_config = config.train.search
+    if search_config is None or config.surrogate is None:
         return []
-    return []
+    try:
+        model = registry.get("surrogate", config.surrogate.plugin).registration.settings
+    except PluginError:  # an unknown plugin, reported by validation
+        return []
+    problems = [
+        f"{pipeline.path}: train.search.space.{name}: the surrogate "
+        f"{config.surrogate.plugin!r} has no setting {name!r} (settings: "
+        f"{', '.join(model.model_fields)})"
+        for name in search_config.space
+        if name not in model.model_fields
+    ]
+    named = getattr(pipeline.plugin_settings.get(("surrogate",)), "heads", None)
+    if named is not None and search_config.objective_output not in named:
+        problems.append(
+            f"{pipeline.path}: train.search.objective_output: no head predicts "
+            f"{search_config.objective_output!r} (heads: {', '.join(named)})"
+        )
+    return problems
 
 
 def _depends_on(config: PipelineConfig) -> Any:

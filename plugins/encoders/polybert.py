@@ -78,6 +78,8 @@ class PolyBertModule(nn.Module):
         base = AutoModel.from_pretrained(folder, local_files_only=True)
         base.requires_grad_(False)
         self.max_tokens = int(base.config.max_position_embeddings)
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self._token_ids: dict[str, list[int]] = {}
         self.hidden_size = int(base.config.hidden_size)
         if settings.lora:
             from peft import LoraConfig, get_peft_model
@@ -99,23 +101,34 @@ class PolyBertModule(nn.Module):
 
     def forward(self, psmiles: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        lengths = [len(self.tokenizer(s)["input_ids"]) for s in psmiles]
-        too_long = [s for s, n in zip(psmiles, lengths, strict=True) if n > self.max_tokens]
-        if too_long:
-            raise ValueError(
-                f"PSMILES {too_long[0]!r} has more tokens than the encoder's "
-                f"{self.max_tokens} positions"
-            )
-        groups = _length_groups(lengths, self.settings.padding_waste)
+        ids = [self._tokens(s) for s in psmiles]
+        groups = _length_groups([len(i) for i in ids], self.settings.padding_waste)
         parts = []
         for group in groups:
-            batch = self.tokenizer([psmiles[i] for i in group], padding=True, return_tensors="pt")
-            mask = batch["attention_mask"].to(device)
-            hidden = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask)
+            width = max(len(ids[i]) for i in group)
+            input_ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for row, i in enumerate(group):
+                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            mask = mask.to(device)
+            hidden = self.model(input_ids=input_ids.to(device), attention_mask=mask)
             parts.append(_pool(hidden.last_hidden_state, mask, self.settings.pooling))
         position = torch.empty(len(psmiles), dtype=torch.long)
         position[[i for group in groups for i in group]] = torch.arange(len(psmiles))
         return torch.cat(parts)[position.to(device)]
+
+    def _tokens(self, smiles: str) -> list[int]:
+        """Token ids with the special tokens, computed once per PSMILES."""
+        if smiles not in self._token_ids:
+            ids = self.tokenizer(smiles)["input_ids"]
+            if len(ids) > self.max_tokens:
+                raise ValueError(
+                    f"PSMILES {smiles!r} has {len(ids)} tokens, more than the encoder's "
+                    f"{self.max_tokens} positions"
+                )
+            self._token_ids[smiles] = list(ids)
+        return self._token_ids[smiles]
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The trained part: the LoRA weights (empty without LoRA)."""
