@@ -197,17 +197,30 @@ def test_a_head_needs_its_output_and_a_label_needs_both_classes(data, tmp_path):
         surrogate().fit(one_class, validation, morgan(), tmp_path)
 
 
-def test_no_encoder_and_the_fusion_transformer_train_too(data, tmp_path):
+def test_no_encoder_the_fusion_transformer_and_task_attention_train_too(data, tmp_path):
     from hydraopt_plugins.encoders import NoEncoder
 
     train, validation, test = (d.take(slice(0, 400)) for d in data)
     for model, encoder in (
         (surrogate(epochs=3), NoEncoder(None)),
         (surrogate(epochs=3, fusion="transformer", fusion_layers=1, fusion_heads=4), morgan()),
+        (
+            surrogate(
+                epochs=3,
+                fusion="transformer",
+                fusion_layers=1,
+                fusion_heads=4,
+                pooling="task-attention",
+            ),
+            morgan(),
+        ),
     ):
         model.fit(train, validation, encoder, tmp_path / str(id(model)), seed=1)
         predicted = model.predict(test.inputs)
         assert np.all(np.isfinite(predicted["delta_ef_pct"]))
+        assert model.history[-1]["validation_loss"] < model.history[0]["validation_loss"]
+    with pytest.raises(ValueError, match="task-attention' needs fusion = 'transformer'"):
+        settings(pooling="task-attention")
 
 
 def test_two_processes_train_data_parallel_as_one_does(data, tmp_path):

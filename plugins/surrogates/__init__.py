@@ -73,6 +73,11 @@ class HydraBertSettings(PluginSettings):
         description="'mlp': seeds/000's 400 -> 512 -> 512; 'transformer': seeds/001's fusion "
         "transformer over the three modality tokens.",
     )
+    pooling: Literal["mean", "task-attention"] = Field(
+        "mean",
+        description="Transformer fusion: 'mean' of the modality tokens for every head, or "
+        "'task-attention' (seeds/002), a learned query per head attending over the tokens.",
+    )
     fusion_dim: int = Field(512, ge=8, description="Width of the shared representation.")
     fusion_layers: int = Field(4, ge=1, description="Transformer fusion: encoder layers.")
     fusion_heads: int = Field(8, ge=1, description="Transformer fusion: attention heads.")
@@ -118,6 +123,8 @@ class HydraBertSettings(PluginSettings):
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's choice.")
 
     def model_post_init(self, context: Any) -> None:
+        if self.pooling == "task-attention" and self.fusion != "transformer":
+            raise ValueError("pooling = 'task-attention' needs fusion = 'transformer'")
         if self.fusion == "transformer" and self.fusion_dim % self.fusion_heads:
             raise ValueError(
                 f"fusion_dim ({self.fusion_dim}) must be a multiple of fusion_heads "

@@ -4,7 +4,7 @@ polymer embedding -> SMILES adapter (E -> 384 -> 256, LayerNorm + GELU)
 19 features       -> property encoder (19 -> 64 -> 128)
 category          -> embedding (9 x 16)
 concatenated (400) -> fusion (MLP 400 -> 512 -> 512, or a transformer over the three
-modality tokens) -> one head per declared output.
+modality tokens, mean-pooled or pooled per task by attention) -> one head per declared output.
 
 With no polymer encoder (embedding width 0) the adapter is left out and the fusion sees 144.
 """
@@ -60,8 +60,25 @@ class TransformerFusion(nn.Module):
         self.norm = nn.LayerNorm(d)
 
     def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The fused tokens, ``[B, modalities, d]``."""
         tokens = torch.stack([p(x) for p, x in zip(self.projections, parts, strict=True)], 1)
-        return self.norm(self.transformer(tokens).mean(dim=1))
+        return self.norm(self.transformer(tokens))
+
+
+class TaskAttentionPooling(nn.Module):
+    """seeds/002's task-attention pooling: each head's learned query attends over the fused
+    tokens, so every task weighs the modalities its own way."""
+
+    def __init__(self, tasks: list[str], width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.queries = nn.Parameter(torch.randn(len(tasks), width) / width**0.5)
+        self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        pooled, _ = self.attention(queries, tokens, tokens, need_weights=False)
+        return {task: pooled[:, k] for k, task in enumerate(self.tasks)}
 
 
 class Head(nn.Module):
@@ -127,6 +144,13 @@ class HydraBertNetwork(nn.Module):
             widths.insert(0, settings.smiles_dim)
         fusion = TransformerFusion if settings.fusion == "transformer" else MlpFusion
         self.fusion = fusion(widths, settings)
+        self.pooling = (
+            TaskAttentionPooling(
+                list(settings.heads), settings.fusion_dim, settings.fusion_heads, p
+            )
+            if settings.pooling == "task-attention"
+            else None
+        )
         self.heads = nn.ModuleDict(
             {
                 name: Head(head, settings.fusion_dim, steps.get(name, 1), p)
@@ -148,5 +172,9 @@ class HydraBertNetwork(nn.Module):
         parts = [self.properties(features), self.category(category)]
         if self.adapter is not None:
             parts.insert(0, self.adapter(polymer_embedding)[polymer])
-        shared = self.fusion(parts)
+        fused = self.fusion(parts)
+        if self.pooling is not None:
+            pooled = self.pooling(fused)
+            return {name: head(pooled[name]) for name, head in self.heads.items()}
+        shared = fused.mean(dim=1) if fused.dim() == 3 else fused
         return {name: head(shared) for name, head in self.heads.items()}
