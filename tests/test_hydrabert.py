@@ -260,3 +260,20 @@ def test_two_processes_train_data_parallel_as_one_does(data, tmp_path):
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_bf16_autocast_trains_and_fp32_is_chosen_where_the_cpu_lacks_bf16(data, tmp_path):
+    import torch
+
+    from hydraopt_plugins.surrogates.hydrabert.training import autocast_dtype, cpu_has_native_bf16
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert autocast_dtype(cpu, "fp32") is None
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    model = surrogate(epochs=2, precision="bf16")
+    model.fit(train, validation, morgan(), tmp_path, seed=1)
+    predicted = model.predict(test.inputs)
+    assert predicted["delta_ef_pct"].dtype == np.float64
+    assert np.all(np.isfinite(predicted["delta_ef_pct"]))
+    assert np.all(np.isfinite(predicted.std["delta_ef_pct"]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,6 @@ def _run(context: StageContext) -> None:
         surrogate_handle, searched = _search(context, surrogate_handle, encoder, data, split)
     assert config.surrogate is not None  # the stage is enabled by it
     label = f"{config.surrogate.plugin}/{config.encoder.plugin}"
-    unencoded = f"{config.surrogate.plugin}/{NO_ENCODER}"
     interval = config.train.interval
     fit = _Fitter(context, surrogate_handle)
     rows: list[dict[str, Any]] = []
@@ -113,20 +113,9 @@ def _run(context: StageContext) -> None:
     histories[label] = getattr(surrogate, "history", [])
     heads = [spec.name for spec in surrogate.outputs]
 
-    if "no-encoder" in config.train.baselines and config.encoder.plugin != NO_ENCODER:
-        say(f"  baseline {unencoded}")
-        baseline = fit("no-encoder", none_encoder, parts["train"], parts["validation"])
-        rows += metric_rows(
-            unencoded,
-            "test patients",
-            prediction_metrics(parts["test"], baseline.predict(parts["test"].inputs), interval),
-        )
-        histories[unencoded] = getattr(baseline, "history", [])
-    if "hist-gradient-boosting" in config.train.baselines:
-        say("  baseline hist-gradient-boosting")
-        seed = derive_seed(config.study.seed, "train", "hist-gradient-boosting") % 2**32
-        boosted = gradient_boosting_metrics(parts["train"], parts["test"], heads, seed, interval)
-        rows += metric_rows("hist-gradient-boosting", "test patients", boosted)
+    baseline_rows, baseline_histories = _baselines(context, fit, parts, heads, none_encoder)
+    rows += baseline_rows
+    histories.update(baseline_histories)
 
     held_out: list[str] = []
     if config.train.leave_polymer_out > 0:
@@ -134,11 +123,13 @@ def _run(context: StageContext) -> None:
         rows += lpo
 
     folder = context.scratch_dir() / "surrogate"
+    shutil.rmtree(folder, ignore_errors=True)  # what a killed run left
     folder.mkdir()
     surrogate.save(folder)
     meta = {"surrogate": label, "outputs": heads, "test_metrics": main_metrics}
     context.write_folder("surrogate", folder, meta=meta)
     report = context.scratch_dir() / "evaluation"
+    shutil.rmtree(report, ignore_errors=True)
     _write_report(report, rows, histories, parts["test"], predictions, context)
     if searched:
         write_trials(report / "search.csv", searched["trials"])
@@ -154,6 +145,38 @@ def _run(context: StageContext) -> None:
     )
     for line in summary_lines(rows, label):
         say("  " + line)
+
+
+def _baselines(
+    context: StageContext,
+    fit: _Fitter,
+    parts: dict[str, TrainingData],
+    heads: list[str],
+    none_encoder: PluginHandle,
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The configured baselines' test metrics (and training histories), on the same split."""
+    config = context.config
+    assert config.surrogate is not None
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, Any]]] = {}
+    test = parts["test"]
+    if "no-encoder" in config.train.baselines and config.encoder.plugin != NO_ENCODER:
+        name = f"{config.surrogate.plugin}/{NO_ENCODER}"
+        context.reporter.say(f"  baseline {name}")
+        baseline = fit("no-encoder", none_encoder, parts["train"], parts["validation"])
+        predicted = baseline.predict(test.inputs)
+        rows += metric_rows(
+            name, "test patients", prediction_metrics(test, predicted, config.train.interval)
+        )
+        histories[name] = getattr(baseline, "history", [])
+    if "hist-gradient-boosting" in config.train.baselines:
+        context.reporter.say("  baseline hist-gradient-boosting")
+        seed = derive_seed(config.study.seed, "train", "hist-gradient-boosting") % 2**32
+        boosted = gradient_boosting_metrics(
+            parts["train"], test, heads, seed, config.train.interval
+        )
+        rows += metric_rows("hist-gradient-boosting", "test patients", boosted)
+    return rows, histories
 
 
 class _Fitter:
