@@ -277,3 +277,28 @@ def test_bf16_autocast_trains_and_fp32_is_chosen_where_the_cpu_lacks_bf16(data, 
     assert predicted["delta_ef_pct"].dtype == np.float64
     assert np.all(np.isfinite(predicted["delta_ef_pct"]))
     assert np.all(np.isfinite(predicted.std["delta_ef_pct"]))
+
+
+def test_rows_are_matched_to_polymers_by_psmiles_not_by_position(data, tmp_path):
+    train, validation, _ = (d.take(slice(0, 300)) for d in data)
+    reordered = POLYMERS[::-1]
+    position = {p.psmiles: i for i, p in enumerate(reordered)}
+    index = np.array([position[POLYMERS[i].psmiles] for i in validation.inputs.polymer_index])
+    inputs = validation.inputs
+    shuffled = TrainingData(
+        SurrogateInputs(inputs.features, index, reordered, inputs.patient_id),
+        validation.targets,
+        SPECS,
+    )
+    first = surrogate(epochs=2)
+    first.fit(train, validation, morgan(), tmp_path / "a", seed=2)
+    second = surrogate(epochs=2)
+    second.fit(train, shuffled, morgan(), tmp_path / "b", seed=2)
+    assert [h["validation_loss"] for h in first.history] == pytest.approx(
+        [h["validation_loss"] for h in second.history], rel=1e-6
+    )
+    np.testing.assert_allclose(
+        first.predict(validation.inputs)["delta_ef_pct"],
+        second.predict(shuffled.inputs)["delta_ef_pct"],
+        rtol=1e-5,
+    )

@@ -89,7 +89,8 @@ class HydraBertSurrogate:
         }
         self.outputs = tuple(train_data.spec(name) for name in self.settings.heads)
         torch.manual_seed(seed % TORCH_SEED_RANGE)  # the initial weights
-        self._build(train_data.inputs.polymers)
+        polymers = (*train_data.inputs.polymers, *validation.inputs.polymers)
+        self._build(list(dict.fromkeys(p.psmiles for p in polymers)))
         assert self._model is not None
         rows_train = self._rows(train_data)
         rows_validation = self._rows(validation)
@@ -131,7 +132,9 @@ class HydraBertSurrogate:
                     f"{name!r} has shape {shape}"
                 )
 
-    def _build(self, polymers: tuple[Any, ...]) -> None:
+    def _build(self, psmiles: list[str]) -> None:
+        """The network, task weighting and polymer embedding over ``psmiles`` (the distinct
+        repeat units that training rows refer to)."""
         assert self._encoder is not None
         steps = {
             spec["name"]: int(spec["shape"][0]) if spec["shape"] else 1
@@ -141,7 +144,6 @@ class HydraBertSurrogate:
             self.settings, len(self._meta["features"]["mean"]), self._meta["embedding_dim"], steps
         )
         module = self._encoder.trainable_module()
-        psmiles = [p.psmiles for p in polymers]
         frozen = None if module is not None else torch.from_numpy(self._encoder.encode(psmiles))
         embedding = PolymerEmbedding(psmiles, frozen, module)
         beta = {
@@ -171,13 +173,20 @@ class HydraBertSurrogate:
             valid[name] = torch.from_numpy(finite)
         return Rows(
             features=torch.from_numpy(features.astype(np.float32)),
-            polymer=torch.from_numpy(data.inputs.polymer_index.astype(np.int64)),
+            polymer=torch.from_numpy(self._embedding_rows(data.inputs)),
             category=torch.tensor([p.category_index for p in data.inputs.polymers])[
                 torch.from_numpy(data.inputs.polymer_index.astype(np.int64))
             ],
             targets=targets,
             valid=valid,
         ).to(self.device)
+
+    def _embedding_rows(self, inputs: SurrogateInputs) -> np.ndarray:
+        """Each row's polymer as its row in the embedding's PSMILES list."""
+        assert self._model is not None
+        position = {s: i for i, s in enumerate(self._model.embedding.psmiles)}
+        of_polymer = np.array([position[p.psmiles] for p in inputs.polymers], dtype=np.int64)
+        return of_polymer[inputs.polymer_index]
 
     # ---- persistence ------------------------------------------------------------------------
 
@@ -209,7 +218,7 @@ class HydraBertSurrogate:
             )
         self._meta, self._encoder, self._embedding_cache = meta, encoder, {}
         self.outputs = tuple(_spec_from_json(s) for s in meta["outputs"])
-        self._build(())
+        self._build([])
         assert self._model is not None
         weights = load_file(str(directory / WEIGHTS), device=str(self.device))
         missing, unexpected = self._model.load_state_dict(weights, strict=False)
@@ -226,9 +235,17 @@ class HydraBertSurrogate:
         features = torch.from_numpy(
             scaler.forward(log_features(inputs.features)).astype(np.float32)
         )
-        embedding = torch.from_numpy(self._embeddings([p.psmiles for p in inputs.polymers]))
-        category = torch.tensor([p.category_index for p in inputs.polymers], dtype=torch.long)
-        polymer = torch.from_numpy(inputs.polymer_index.astype(np.int64))
+        # Polymers in PSMILES order, whatever order the inputs list them in: the MC-dropout
+        # draws then fall on the same rows for the same inputs.
+        distinct = sorted({p.psmiles for p in inputs.polymers})
+        position = np.array([distinct.index(p.psmiles) for p in inputs.polymers], dtype=np.int64)
+        embedding = torch.from_numpy(self._embeddings(distinct))
+        polymer = torch.from_numpy(position[inputs.polymer_index])
+        category = torch.from_numpy(
+            np.array([p.category_index for p in inputs.polymers], dtype=np.int64)[
+                inputs.polymer_index
+            ]
+        )
         samples = self.settings.mc_samples
         dtype = autocast_dtype(self.device, self.settings.precision)
         model.eval()
@@ -285,7 +302,7 @@ class HydraBertSurrogate:
                 features.to(device),
                 embedding[polymers].to(device),
                 inverse.to(device),
-                category[polymer].to(device),
+                category.to(device),
             )
         return {name: value.float().cpu() for name, value in out.items()}
 
@@ -300,7 +317,8 @@ class HydraBertSurrogate:
                 continue
             target = Standardiser.from_json(self._meta["targets"][name])
             scale = torch.as_tensor(target.std, dtype=torch.float32)
-            heteroscedastic = stacked.dim() == (3 if head.kind == "regression" else 4)
+            assert self._model is not None
+            heteroscedastic = self._model.network.heads[name].outputs == 2
             mean = stacked[..., 0] if heteroscedastic else stacked
             variance = _spread(mean) ** 2
             if heteroscedastic:
