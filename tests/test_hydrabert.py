@@ -130,6 +130,20 @@ def test_predictions_are_reproducible_and_survive_save_and_load(fitted, data, tm
         np.testing.assert_allclose(loaded.std[name], first.std[name], rtol=1e-5, atol=1e-6)
 
 
+def test_batched_prediction_equals_one_batch_and_inference_settings_may_change(
+    fitted, data, tmp_path
+):
+    test = data[2].inputs
+    fitted.save(tmp_path)
+    whole, batched = surrogate(mc_samples=1), surrogate(mc_samples=1, predict_batch_size=37)
+    whole.load(tmp_path, morgan())
+    batched.load(tmp_path, morgan())
+    for name in ("delta_ef_pct", "is_optimal", "delta_ef_trajectory_pct"):
+        np.testing.assert_allclose(  # to rounding: matrix products block by batch size
+            whole.predict(test)[name], batched.predict(test)[name], rtol=1e-6, atol=1e-7
+        )
+
+
 def test_load_refuses_another_configuration_or_encoder(fitted, tmp_path):
     from hydraopt_plugins.encoders import NoEncoder
     from hydraopt_plugins.encoders.morgan import MorganEncoder

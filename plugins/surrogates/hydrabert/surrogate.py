@@ -36,6 +36,9 @@ from hydraopt_plugins.surrogates.hydrabert.training import (
 )
 
 FORMAT = "hydraopt-hydrabert/1"
+# Settings that change how predictions are computed, not the fitted model: a saved surrogate
+# loads with other values of them (fewer MC samples for screening millions, say).
+INFERENCE_SETTINGS = ("mc_samples", "predict_batch_size", "device", "threads", "precision")
 METADATA = "surrogate.json"
 WEIGHTS = "model.safetensors"
 
@@ -206,7 +209,9 @@ class HydraBertSurrogate:
             raise ValueError(f"{path}: not a saved hydrabert surrogate ({exc})") from None
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        if meta["settings"] != self.settings.model_dump(mode="json"):
+        trained = {k: v for k, v in meta["settings"].items() if k not in INFERENCE_SETTINGS}
+        mine = self.settings.model_dump(mode="json", exclude=set(INFERENCE_SETTINGS))
+        if trained != mine:
             raise ValueError(
                 f"{path}: saved with other surrogate settings than this pipeline's "
                 "(retrain, or configure the surrogate as it was trained)"
@@ -264,7 +269,7 @@ class HydraBertSurrogate:
                     rows = slice(start, start + self.settings.predict_batch_size)
                     draws = [
                         self._forward(
-                            model, features[rows], embedding, polymer[rows], category, dtype
+                            model, features[rows], embedding, polymer[rows], category[rows], dtype
                         )
                         for _ in range(samples)
                     ]
