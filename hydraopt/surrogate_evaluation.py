@@ -148,25 +148,23 @@ def metric_rows(
 
 
 def plot_training_curves(histories: Mapping[str, list[dict[str, Any]]], path: Path) -> None:
+    """Training objective and validation criterion per epoch, side by side: they are
+    different quantities (a likelihood; the loss of the means)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, (train_axis, validation_axis) = plt.subplots(1, 2, figsize=(9, 3.8))
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
-        (line,) = axis.plot(epochs, [h["train_loss"] for h in history], label=f"{name} train")
-        axis.plot(
-            epochs,
-            [h["validation_loss"] for h in history],
-            "--",
-            color=line.get_color(),
-            label=f"{name} validation",
-        )
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("weighted multi-task loss")
-    axis.legend(fontsize=7)
+        train_axis.plot(epochs, [h["train_loss"] for h in history], label=name)
+        validation_axis.plot(epochs, [h["validation_loss"] for h in history], label=name)
+    train_axis.set_title("training objective", fontsize=9)
+    validation_axis.set_title("validation patients: loss of the means", fontsize=9)
+    for axis in (train_axis, validation_axis):
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

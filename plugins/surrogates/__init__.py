@@ -39,6 +39,13 @@ class HeadSettings(PluginSettings):
         description="Regression and sequence heads predict a mean and a log-variance per row "
         "and train on the Gaussian negative log-likelihood (Huber-tailed with loss='huber').",
     )
+    nll_beta: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="beta of the beta-NLL (Seitzer et al. 2022) of a heteroscedastic head: 0 "
+        "is the plain NLL, 0.5 their recommendation, 1 fits the means as MSE does.",
+    )
 
     @model_validator(mode="after")
     def _loss_fits_kind(self) -> HeadSettings:

@@ -3,7 +3,10 @@
 * Regression and sequence heads: Huber (smooth L1, seeds: beta 2) or MSE; heteroscedastic
   heads predict a log-variance s per row and train on the Gaussian negative log-likelihood
   exp(-s) rho(r) + s / 2 (seeds/003), with rho(r) = r^2 / 2 (MSE) or Huber's rho, equal to
-  r^2 / 2 within beta and linear beyond, so outliers pull as in the seeds' Huber loss.
+  r^2 / 2 within beta and linear beyond, so outliers pull as in the seeds' Huber loss. Plain
+  NLL lets a head explain hard rows away as noise and fit the means poorly; beta-NLL (Seitzer
+  et al. 2022) weights each row by its variance to the power beta, held fixed in the
+  gradient (beta 0: plain NLL; beta 1: the means learn as under MSE).
 * Classification heads: cross-entropy with the positive weight of the training split, or
   focal loss (Lin et al. 2017, gamma 2), which down-weights rows already classified well.
 * Combination (Kendall, Gal & Cipolla 2018): each task's loss L enters as
@@ -36,8 +39,11 @@ def head_loss(
     valid: torch.Tensor,
     huber_beta: float,
     pos_weight: float,
+    mean_only: bool = False,
 ) -> torch.Tensor:
-    """Mean loss of one head over the valid rows (and steps) of a batch."""
+    """Mean loss of one head over the valid rows (and steps) of a batch. ``mean_only``: the
+    loss of the predicted means alone (Huber or MSE), as if the head were not
+    heteroscedastic; the criterion that selects the epoch."""
     output = output.float()
     if head.kind == "classification":
         return _classification_loss(head, output, target, valid, pos_weight)
@@ -49,9 +55,11 @@ def head_loss(
         rho = torch.where(a < huber_beta, 0.5 * a**2, huber_beta * a - 0.5 * huber_beta**2)
     else:
         rho = 0.5 * residual**2
-    if heteroscedastic:
+    if heteroscedastic and not mean_only:
         log_var = output[..., 1].clamp(-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND)
         per_row = torch.exp(-log_var) * rho + 0.5 * log_var
+        if head.nll_beta:  # beta-NLL: each row weighted by its (fixed) variance ** beta
+            per_row = per_row * torch.exp(head.nll_beta * log_var).detach()
     else:
         per_row = rho / huber_beta if head.loss == "huber" else 2 * rho  # smooth L1, MSE
     return _masked_mean(per_row, valid)

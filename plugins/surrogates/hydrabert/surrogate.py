@@ -113,8 +113,49 @@ class HydraBertSurrogate:
             report or (lambda line: None),
         )
         self._meta["history"] = history
+        self._meta["std_scale"], self._meta["platt"] = self._calibration(validation)
         best = min(history, key=lambda h: h["validation_loss"])
         return {"validation_loss": best["validation_loss"], "epochs": float(len(history))}
+
+    def _calibration(
+        self, validation: TrainingData
+    ) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """Fitted on the validation patients after training.
+
+        Regression outputs: the factor on the predicted standard deviation that fits the
+        errors best (sigma scaling, Laves et al. 2020, Levi et al. 2022): s^2 = mean((y -
+        mu)^2 / sigma^2), the Gaussian likelihood's maximum. A head's noise is learned on its
+        training patients and understates the error on new ones; MC dropout covers part of
+        the gap, this factor the rest.
+
+        Classification outputs: Platt scaling (Platt 1999), p = sigmoid(a * logit + b) fitted
+        by logistic regression. The positive weight and focal loss that help a rare class
+        train also bias the probabilities; after scaling they are probabilities again, and
+        0.5 is the threshold that maximises accuracy.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        self._meta["std_scale"], self._meta["platt"] = {}, {}
+        predicted = self.predict(validation.inputs)
+        scales: dict[str, float] = {}
+        platt: dict[str, list[float]] = {}
+        for name, head in self.settings.heads.items():
+            target = np.asarray(validation.targets[name], dtype=np.float64)
+            if head.kind == "classification":
+                ok = np.isfinite(target)
+                if len(np.unique(target[ok])) < 2:
+                    continue
+                probability = np.clip(predicted[name][ok], 1e-7, 1 - 1e-7)
+                logit = np.log(probability / (1 - probability)).reshape(-1, 1)
+                fit = LogisticRegression(C=1e6).fit(logit, target[ok].astype(int))
+                platt[name] = [float(fit.coef_[0, 0]), float(fit.intercept_[0])]
+                continue
+            std = predicted.std[name]
+            ok = np.isfinite(target) & (std > 0)
+            if ok.any():
+                z = (target[ok] - predicted[name][ok]) / std[ok]
+                scales[name] = float(np.sqrt(np.mean(z**2)))
+        return scales, platt
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -317,7 +358,8 @@ class HydraBertSurrogate:
         for name, head in self.settings.heads.items():
             stacked = torch.stack([d[name] for d in draws])  # [S, B, ...]
             if head.kind == "classification":
-                probability = torch.sigmoid(stacked)
+                slope, intercept = self._meta.get("platt", {}).get(name, (1.0, 0.0))
+                probability = torch.sigmoid(slope * stacked + intercept)
                 summary[name] = (probability.mean(0).numpy(), _spread(probability).numpy())
                 continue
             target = Standardiser.from_json(self._meta["targets"][name])
@@ -329,9 +371,10 @@ class HydraBertSurrogate:
             if heteroscedastic:
                 log_var = stacked[..., 1].clamp(-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND)
                 variance = variance + torch.exp(log_var).mean(0)
+            calibration = self._meta.get("std_scale", {}).get(name, 1.0)
             summary[name] = (
                 target.inverse(mean.mean(0).numpy()),
-                (variance.sqrt() * scale).numpy(),
+                (variance.sqrt() * scale).numpy() * calibration,
             )
         return summary
 

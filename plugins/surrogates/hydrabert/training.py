@@ -90,7 +90,7 @@ class LossModel(nn.Module):
         self.pos_weight = dict(pos_weight)
 
     def forward(
-        self, data: Rows, rows: torch.Tensor
+        self, data: Rows, rows: torch.Tensor, mean_only: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         polymers, inverse = torch.unique(data.polymer[rows], return_inverse=True)
         outputs = self.network(
@@ -104,6 +104,7 @@ class LossModel(nn.Module):
                 data.valid[name][rows],
                 self.huber_beta.get(name, 1.0),
                 self.pos_weight.get(name, 1.0),
+                mean_only,
             )
             for name, head in self.heads.items()
         }
@@ -253,7 +254,14 @@ def train(
 def evaluate_loss(
     model: LossModel, data: Rows, settings: HydraBertSettings, dtype: torch.dtype | None
 ) -> tuple[float, dict[str, float]]:
-    """The validation loss (weighted as in training) and each task's loss, over all rows."""
+    """The selection criterion over all rows, and each task's part of it.
+
+    It is the loss of the predicted means (Huber or MSE; the classification loss), each task
+    times its head's fixed weight. Not the training objective: validation patients are other
+    patients, on whom the noise a head learned on its training patients understates the
+    error, so their likelihood worsens while the means still improve. The predicted spread is
+    calibrated on them after training instead.
+    """
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
@@ -261,15 +269,13 @@ def evaluate_loss(
     with torch.no_grad(), _autocast(device, dtype):
         for start in range(0, len(data), settings.predict_batch_size):
             rows = torch.arange(start, min(len(data), start + settings.predict_batch_size))
-            _, losses = model(data, rows.to(device))
+            _, losses = model(data, rows.to(device), mean_only=True)
             for name, loss in losses.items():
                 weight = float(data.valid[name][rows].sum())
                 sums[name] = sums.get(name, 0.0) + float(loss) * weight
                 counts[name] = counts.get(name, 0.0) + weight
-        per_task = {name: sums[name] / max(counts[name], 1.0) for name in sums}
-        total = model.weighting(
-            {name: torch.tensor(value, device=device) for name, value in per_task.items()}
-        )
+    per_task = {name: sums[name] / max(counts[name], 1.0) for name in sums}
+    total = sum(settings.heads[name].weight * value for name, value in per_task.items())
     return float(total), per_task
 
 
