@@ -106,6 +106,19 @@ def main() -> None:
     )
     print(f"rows per second: {BATCH / step_s:,.0f} (LoRA), {BATCH / frozen_step_s:,.0f} (frozen)")
     steps = EPOCHS * math.ceil(ROWS / BATCH)
+    # The floor: a forward pass costs 2 flops per weight and token, the backward pass to the
+    # LoRA adapters as much again (gradients of the activations through the frozen weights).
+    layer_weights = parameters - sum(
+        p.numel() for n, p in encoder.module.named_parameters() if "embeddings" in n
+    )
+    step_flops = 4 * layer_weights * sum(tokens)
+    rate = _matmul_flops_per_s(sum(tokens), POLYBERT_ARCHITECTURE["hidden_size"])
+    floor = steps * (step_flops / rate + frozen_step_s)
+    print(
+        f"floor: {step_flops / 1e9:.0f} GFLOP per encoder step at this machine's "
+        f"{rate / 1e9:.0f} GFLOP/s matrix product, plus the rest of the step as measured: "
+        f"{floor / 60:.1f} min for the recipe"
+    )
     if args.full:
         print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs): measured {seconds / 60:.1f} min")
     else:
@@ -114,6 +127,18 @@ def main() -> None:
             f"recipe ({ROWS:,} rows x {EPOCHS} epochs = {steps} steps, validation on the "
             f"seeds' 89,496 rows each epoch): projected {projected / 60:.1f} min"
         )
+
+
+def _matmul_flops_per_s(rows: int, width: int) -> float:
+    """float32 matrix products of the encoder's shape (tokens x hidden @ hidden x hidden)."""
+    a, b = torch.randn(rows, width), torch.randn(width, width)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    repeats = 50
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * width * width * repeats / (time.perf_counter() - start)
 
 
 def _validation_seconds(surrogate, validation, settings) -> float:
