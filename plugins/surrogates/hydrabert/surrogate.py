@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +343,7 @@ class HydraBertSurrogate:
     def _forward(self, model, features, embedding, polymer, category, dtype) -> dict[str, Any]:
         polymers, inverse = torch.unique(polymer, return_inverse=True)
         device = self.device
-        context = torch.autocast(device.type, dtype=dtype) if dtype else _null()
+        context = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
         with context:
             out = model.network(
                 features.to(device),
@@ -389,12 +390,6 @@ def _joined(parts: list[np.ndarray] | None, n: int, spec: OutputSpec) -> np.ndar
     if not parts:
         return np.zeros((n, *spec.shape))
     return np.concatenate(parts).astype(np.float64).reshape(n, *spec.shape)
-
-
-def _null() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _positive_weight(labels: np.ndarray, name: str) -> float:
