@@ -1,7 +1,7 @@
 """Data-parallel surrogate training through ``torchrun``.
 
 The train stage writes a job folder (the training and validation rows, the surrogate's and
-encoder's plugin handles, the seed) and starts the launcher, by default
+encoder's names and settings as JSON, the seed) and starts the launcher, by default
 ``torchrun --standalone --nproc-per-node N -m hydraopt.distributed_training JOB``; on a
 cluster, ``[train] launcher`` gives the command that starts the processes on several nodes
 (``srun torchrun --nnodes 2 ...``) on a filesystem they share. Every process builds the
@@ -14,7 +14,6 @@ the job folder, which the stage loads.
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -53,7 +52,8 @@ def fit_in_processes(
     job.mkdir(parents=True, exist_ok=True)
     _write_rows(job / "train", train)
     _write_rows(job / "validation", validation)
-    (job / "handles.pkl").write_bytes(pickle.dumps(handles))
+    described = [{"kind": h.kind, "name": h.name, "settings": h.settings_json} for h in handles]
+    (job / "plugins.json").write_text(json.dumps(described))
     (job / "seed.json").write_text(json.dumps({"seed": seed}))
     (job / DONE).unlink(missing_ok=True)
     command = [*launcher, "-m", "hydraopt.distributed_training", str(job)]
@@ -83,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dist.init_process_group(backend)
     try:
         rank = dist.get_rank()
-        surrogate_handle, encoder_handle = pickle.loads((job / "handles.pkl").read_bytes())
-        surrogate = surrogate_handle.build_new()
-        encoder = encoder_handle.build_new()
+        surrogate, encoder = (h.build_new() for h in _handles(job / "plugins.json"))
         seed = json.loads((job / "seed.json").read_text())["seed"]
 
         def report(line: str) -> None:
@@ -109,6 +107,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             (job / DONE).write_text(json.dumps({"world_size": dist.get_world_size()}))
     finally:
         dist.destroy_process_group()
+
+
+def _handles(path: Path) -> list[Any]:
+    """The surrogate's and encoder's handles, rebuilt from their names and settings (JSON,
+    validated by each plugin's settings model: nothing is unpickled)."""
+    from hydraopt.registry import PluginRegistry
+
+    registry = PluginRegistry.discover()
+    handles = []
+    for entry in json.loads(path.read_text()):
+        model = registry.get(entry["kind"], entry["name"]).registration.settings
+        settings = model.model_validate_json(entry["settings"])
+        handles.append(registry.handle(entry["kind"], entry["name"], settings))
+    return handles
 
 
 def _has_gpu() -> bool:
