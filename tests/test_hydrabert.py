@@ -108,8 +108,15 @@ def test_it_learns_every_head_and_its_intervals_hold_what_they_claim(fitted, dat
     assert r2_score(test.targets["delta_ef_trajectory_pct"].ravel(), trajectory.ravel()) > 0.9
     std = predicted.std["delta_ef_pct"]
     assert np.all(std > 0)
-    inside = np.abs(y - predicted["delta_ef_pct"]) <= 1.645 * std
-    assert 0.75 <= inside.mean() <= 0.995  # a 90% interval, near its claim
+    for name in ("delta_ef_pct", "bz_stress_reduction_pct", "delta_ef_trajectory_pct"):
+        inside = np.abs(test.targets[name] - predicted[name]) <= 1.645 * predicted.std[name]
+        assert 0.85 <= inside.mean() <= 0.95, name  # a 90% interval holds about 90%
+    # calibrated at 90% on the validation patients: there the intervals hold 90% exactly
+    validation = data[1]
+    on_validation = fitted.predict(validation.inputs)
+    error = np.abs(validation.targets["delta_ef_pct"] - on_validation["delta_ef_pct"])
+    inside = error <= 1.6449 * on_validation.std["delta_ef_pct"]
+    assert inside.mean() == pytest.approx(0.9, abs=0.005)
     assert np.all((predicted["is_optimal"] >= 0) & (predicted["is_optimal"] <= 1))
     assert predicted.mean.units()["delta_ef_pct"] == "%-points"
     history = fitted.history

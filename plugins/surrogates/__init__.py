@@ -121,6 +121,14 @@ class HydraBertSettings(PluginSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' takes a GPU when there is one."
     )
+    calibration_level: float = Field(
+        0.9,
+        gt=0.0,
+        lt=1.0,
+        description="Central probability at which each regression output's standard "
+        "deviation is calibrated on the validation patients: the normal interval mean ± "
+        "z·std at this level holds this share of their targets.",
+    )
     mc_samples: int = Field(
         10,
         ge=1,
