@@ -264,6 +264,88 @@ class TrainConfig(Section):
     )
 
 
+class OutputLimit(Section):
+    """A safety limit on one predicted output: each unit beyond it costs ``penalty``."""
+
+    output: str = Field(description="Surrogate output the limit applies to.")
+    min: float | None = Field(None, description="Smallest acceptable predicted value.")
+    max: float | None = Field(None, description="Largest acceptable predicted value.")
+    penalty: float = Field(gt=0.0, description="Reward lost per output unit beyond the limit.")
+
+    @model_validator(mode="after")
+    def _one_side_at_least(self) -> OutputLimit:
+        if self.min is None and self.max is None:
+            raise ValueError(f"limit on {self.output!r} needs min, max or both")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"limit on {self.output!r}: min {self.min} must be below max")
+        return self
+
+
+class RewardConfig(Section):
+    """What a design is worth to a patient, from the surrogate's predictions (Stages 2 and 3):
+    the weighted predicted outputs (a label's calibrated probability), minus penalties on
+    their predicted standard deviations and on safety limits. A design its polymer cannot
+    make is penalised instead, never clipped."""
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"delta_ef_pct": 1.0},
+        min_length=1,
+        description="Weight of each predicted output (is_optimal: its probability), per "
+        "output unit.",
+    )
+    uncertainty: dict[str, float] = Field(
+        default_factory=dict,
+        description="Reward lost per unit of each output's predicted standard deviation.",
+    )
+    limits: list[OutputLimit] = Field(
+        default_factory=list, description="Safety limits on predicted outputs."
+    )
+    infeasible_penalty: float = Field(
+        1.0,
+        gt=0.0,
+        description="Reward of a design outside its polymer's achievable ranges: minus this, "
+        "times 1 + how far outside it lies (in unit-cube coordinates, summed).",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_gain(self) -> RewardConfig:
+        if not any(w != 0 for w in self.weights.values()):
+            raise ValueError("every weight is zero: the reward would reward nothing")
+        negative = [name for name, w in self.uncertainty.items() if w < 0]
+        if negative:
+            raise ValueError(f"uncertainty penalties must be >= 0 ({', '.join(negative)})")
+        return self
+
+    def outputs(self) -> set[str]:
+        """Every output the reward reads."""
+        return {*self.weights, *self.uncertainty, *(limit.output for limit in self.limits)}
+
+
+class EnvironmentConfig(Section):
+    """Stage 2's design environment: one patient per episode, a design per step."""
+
+    episode_steps: int = Field(
+        50, ge=1, description="Designs an episode proposes for its patient (K)."
+    )
+    patient_encoding: bool = Field(
+        False,
+        description="Add the surrogate's encoding of the patient (its property encoder) to "
+        "the observation, where the surrogate offers one.",
+    )
+
+
+class ProposalsConfig(Section):
+    """Stage 2's output: each patient's best designs, found by the trained policy alone."""
+
+    per_patient: int = Field(32, ge=1, description="Designs proposed for each patient.")
+    episodes: int = Field(
+        4,
+        ge=1,
+        description="Episodes the policy runs per patient to find them (each scores "
+        "environment.episode_steps designs with the surrogate).",
+    )
+
+
 class SplitFractions(Section):
     """Shares of the patients in each split of the dataset (patients, never rows, are split)."""
 
@@ -365,6 +447,16 @@ class PipelineConfig(Section):
     )
     policy: PluginChoice | None = Field(
         None, description="Stage 2: the design-policy plugin and its settings."
+    )
+    reward: RewardConfig = Field(
+        default_factory=RewardConfig,
+        description="Stages 2 and 3: what a design is worth, from the surrogate's predictions.",
+    )
+    environment: EnvironmentConfig = Field(
+        default_factory=EnvironmentConfig, description="Stage 2: the design environment."
+    )
+    proposals: ProposalsConfig = Field(
+        default_factory=ProposalsConfig, description="Stage 2: the designs the policy proposes."
     )
     screen: ScreenConfig | None = Field(None, description="Stage 3: the design engine.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)

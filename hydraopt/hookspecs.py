@@ -138,8 +138,8 @@ def hydraopt_surrogates() -> Iterable[SurrogatePlugin]:
 def hydraopt_policies() -> Iterable[PolicyPlugin]:
     """Register design policies (Stage 2) that learn to propose designs per patient.
 
-    A policy's factory returns a :class:`hydraopt.plugin_types.Policy` (provisional):
-    ``propose(patient, space, n, rng) -> DesignBatch``.
+    A policy's factory returns a :class:`hydraopt.plugin_types.Policy`: ``fit`` on design
+    environments over the training patients, ``act`` on observations, ``save``/``load``.
 
     :return: the policies this plugin provides.
 

@@ -218,6 +218,12 @@ class Surrogate(Protocol):
     the same settings and an encoder built with the same settings, and refuses (``ValueError``
     naming the file) a folder written with another configuration or encoder.
     ``predict(inputs)`` gives the predicted outcomes and their standard deviations.
+
+    Optional, for the agents that call a surrogate thousands of times (Stage 2):
+    ``tensor_scorer(polymers) -> TensorScorer``, the frozen surrogate as a function on torch
+    tensors (without it, :func:`hydraopt.design_environment.scorer_for` wraps ``predict``);
+    and ``training_domain -> SurrogateDomain | None``, the polymers and feature ranges it was
+    trained on, against which a study's library and design space are checked.
     """
 
     outputs: tuple[OutputSpec, ...]
@@ -240,13 +246,56 @@ class Surrogate(Protocol):
 
 
 @runtime_checkable
-class Policy(Protocol):
-    """Proposes ``n`` designs of ``space`` for a patient from what it has learned.
-    *Provisional*: it grows with Stage 2."""
+class TensorScorer(Protocol):
+    """A fitted surrogate, frozen, as a function on torch tensors on ``device``.
 
-    def propose(
-        self, patient: Patient, space: DesignSpace, n: int, rng: np.random.Generator
-    ) -> DesignBatch: ...
+    ``scorer(features, polymer_index, outputs=None)``: ``features [n, 19]`` float32, the
+    :data:`hydraopt.domain.training.DATASET_FEATURES` in their units, and ``polymer_index
+    [n]`` into the polymers the scorer was built for; returns, per output (or per output
+    named in ``outputs``, at least), its predicted mean (a label's calibrated probability)
+    and standard deviation, ``[n, *shape]``.
+    Deterministic. ``patient_encoding(features)`` may return the surrogate's own encoding of
+    patients ``[m, width]`` from their 11 features, or None.
+    """
+
+    outputs: tuple[OutputSpec, ...]
+    device: Any
+
+    def __call__(
+        self, features: Any, polymer_index: Any, outputs: Any = None
+    ) -> Mapping[str, tuple[Any, Any]]: ...
+
+    def patient_encoding(self, patient_features: Any) -> Any: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Learns to propose designs for patients it has never seen (Stage 2).
+
+    ``fit(make_environment, workdir, seed, report)`` trains on environments
+    (:class:`hydraopt.design_environment.DesignEnvironment`, over the training patients) that
+    ``make_environment(num_envs)`` builds, and returns its final diagnostics by name; all
+    randomness comes from ``seed``; a checkpoint in ``workdir`` lets a killed training resume.
+    ``act(observations, deterministic)`` maps a batch of observations to a
+    :class:`hydraopt.design_environment.DesignAction` (seeded by ``fit``'s seed when
+    sampling). ``save`` writes what ``load`` needs into an empty folder; ``load(directory,
+    environment)`` refuses (``ValueError`` naming the file) a policy trained for another
+    environment (library, coverage patterns, observation).
+    """
+
+    def fit(
+        self,
+        make_environment: Callable[[int], Any],
+        workdir: Path,
+        seed: int = 0,
+        report: Callable[[str], None] | None = None,
+    ) -> Mapping[str, float]: ...
+
+    def act(self, observations: Any, deterministic: bool = False) -> Any: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path, environment: Any) -> None: ...
 
 
 @dataclass(frozen=True)

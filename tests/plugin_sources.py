@@ -129,13 +129,32 @@ class ThicknessSurrogate:
 
 
 class ThickestPolicy:
+    """Learns nothing: the first polymer and coverage, mid-range, always the thickest patch."""
+
     def __init__(self, settings):
         self.settings = settings
 
-    def propose(self, patient, space, n, rng):
-        unit = rng.random((n, 4))
-        unit[:, 3] = 1.0  # always the thickest patch
-        return space.designs_from_unit(np.zeros(n, int), np.zeros(n, int), unit)
+    def fit(self, make_environment, workdir, seed=0, report=None):
+        make_environment(2)  # the environment builds; nothing to learn
+        return {"updates": 0.0}
+
+    def act(self, observations, deterministic=False):
+        import torch
+
+        from hydraopt.design_environment import DesignAction
+
+        n = len(observations)
+        unit = torch.full((n, 4), 0.5)
+        unit[:, 3] = 1.0
+        zeros = torch.zeros(n, dtype=torch.long)
+        return DesignAction(zeros, zeros, unit)
+
+    def save(self, directory):
+        (directory / "thickest.txt").write_text("thickest")
+
+    def load(self, directory, environment):
+        if not (directory / "thickest.txt").exists():
+            raise ValueError(f"{directory}: not a saved thickest policy")
 
 
 @hookimpl

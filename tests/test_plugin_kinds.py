@@ -48,10 +48,57 @@ def test_encoder_surrogate_and_policy(registry):
     embedding = encoder.encode(["[*]CCO[*]", "[*]c1ccc([*])[nH]1"])
     assert embedding.shape == (2, encoder.embedding_dim)
     assert embedding[0].tolist() == [2, 0, 1, 0]
+
+
+def test_a_third_party_policy_proposes_through_a_surrogate_without_a_tensor_path(
+    registry, tmp_path
+):
+    from dataclasses import replace
+
+    from hydraopt.config import RewardConfig
+    from hydraopt.design_environment import (
+        DesignEnvironment,
+        DesignReward,
+        PatientScaling,
+        PredictScorer,
+        scorer_for,
+    )
+    from hydraopt.domain import PolymerInput, SurrogateInputs, TrainingData
+    from hydraopt.proposals import propose
+
     space = example_space()
+    simulator = build(registry, "simulator", "laplace-wall-stress")
+    designs = build(registry, "generator", "random").generate(space, 24, np.random.default_rng(0))
+    patients = [replace(example_patient(), patient_id=f"P{i}") for i in range(2)]
+    data = [
+        TrainingData(
+            SurrogateInputs.for_designs(p, designs),
+            {
+                "wall_stress_kpa": simulator.simulate(p, example_mesh(p), designs, tmp_path)[
+                    "wall_stress_kpa"
+                ]
+            },
+            simulator.outputs,
+        )
+        for p in patients
+    ]
+    surrogate = build(registry, "surrogate", "thickness-surrogate")
+    surrogate.fit(data[0], data[1], build(registry, "encoder", "atom-count"), tmp_path)
+    polymers = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in space.polymers)
+    scorer = scorer_for(surrogate, polymers)
+    assert isinstance(scorer, PredictScorer)  # it has no tensor path: predict() is wrapped
+    reward = DesignReward(space, scorer, RewardConfig(weights={"wall_stress_kpa": -1.0}))
+    features = np.stack([p.features() for p in patients])
+    scaling = PatientScaling.of(features)
     policy = build(registry, "policy", "thickest")
-    proposals = policy.propose(example_patient(), space, 5, np.random.default_rng(0))
-    assert np.allclose(proposals.thickness_mm, space.parameter("thickness_mm").high)
+    policy.fit(lambda n: DesignEnvironment(reward, features, n, 3, scaling), tmp_path)
+    found = propose(policy, reward, features, scaling, 3, 2, 4)
+    thickest = space.parameter("thickness_mm").high
+    for proposals in found:
+        assert len(proposals.designs) == 1  # one distinct design, visited six times
+        assert proposals.designs.thickness_mm[0] == pytest.approx(thickest)
+        assert len(proposals.visited_reward) == 6
+    assert reward.rows_scored == 2 * 2 * 3
 
 
 def test_a_surrogate_is_fitted_on_held_out_patients_saved_and_loaded(registry, tmp_path):

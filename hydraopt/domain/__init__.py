@@ -24,7 +24,12 @@ from hydraopt.domain.polymer import (
     PolymerLibrary,
     PropertyRange,
 )
-from hydraopt.domain.training import PolymerInput, SurrogateInputs, TrainingData
+from hydraopt.domain.training import (
+    PolymerInput,
+    SurrogateDomain,
+    SurrogateInputs,
+    TrainingData,
+)
 
 __all__ = [
     "CONTINUOUS_FIELDS",
@@ -48,6 +53,7 @@ __all__ = [
     "PolymerLibrary",
     "Predictions",
     "PropertyRange",
+    "SurrogateDomain",
     "SurrogateInputs",
     "TrainingData",
 ]

@@ -157,3 +157,27 @@ class TrainingData:
 
     def spec(self, name: str) -> OutputSpec:
         return next(s for s in self.specs if s.name == name)
+
+
+@dataclass(frozen=True)
+class SurrogateDomain:
+    """What a fitted surrogate has seen: the repeat units of its training polymers and each
+    feature's range over its training rows. A study asking it about other polymers, or designs
+    beyond these ranges, asks it to extrapolate.
+
+    :param psmiles: the training polymers' PSMILES.
+    :param feature_ranges: feature name -> (smallest, largest) value trained on, in its unit.
+    """
+
+    psmiles: frozenset[str]
+    feature_ranges: Mapping[str, tuple[float, float]]
+
+    @classmethod
+    def of(cls, data: TrainingData) -> SurrogateDomain:
+        features = data.inputs.features
+        ranges = {
+            name: (float(np.nanmin(features[:, j])), float(np.nanmax(features[:, j])))
+            for j, name in enumerate(DATASET_FEATURE_NAMES)
+        }
+        used = np.unique(data.inputs.polymer_index)
+        return cls(frozenset(data.inputs.polymers[i].psmiles for i in used), ranges)

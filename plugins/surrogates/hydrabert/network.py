@@ -11,7 +11,7 @@ With no polymer encoder (embedding width 0) the adapter is left out and the fusi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import nn
@@ -169,12 +169,27 @@ class HydraBertNetwork(nn.Module):
         polymers, ``polymer [B]`` each row's polymer in it, ``category [B]``. The adapter runs
         once per polymer (P is a few dozen, B thousands), its dropout shared by the polymer's
         rows in the batch."""
-        parts = [self.properties(features), self.category(category)]
-        if self.adapter is not None:
-            parts.insert(0, self.adapter(polymer_embedding)[polymer])
+        smiles = None if self.adapter is None else self.adapter(polymer_embedding)[polymer]
+        return self.from_parts(features, smiles, self.category(category))
+
+    def from_parts(
+        self,
+        features: torch.Tensor,
+        smiles: torch.Tensor | None,
+        category: torch.Tensor,
+        heads: Collection[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The outputs of ``heads`` (all by default) from the scaled ``features [B, 19]``,
+        each row's adapted polymer embedding ``smiles [B, smiles_dim]`` (None without an
+        encoder) and its category embedding ``category [B, category_dim]``: what a frozen
+        model may compute once per polymer and reuse."""
+        wanted = {n: h for n, h in self.heads.items() if heads is None or n in heads}
+        parts = [self.properties(features), category]
+        if smiles is not None:
+            parts.insert(0, smiles)
         fused = self.fusion(parts)
         if self.pooling is not None:
             pooled = self.pooling(fused)
-            return {name: head(pooled[name]) for name, head in self.heads.items()}
+            return {name: head(pooled[name]) for name, head in wanted.items()}
         shared = fused.mean(dim=1) if fused.dim() == 3 else fused
-        return {name: head(shared) for name, head in self.heads.items()}
+        return {name: head(shared) for name, head in wanted.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from statistics import NormalDist
@@ -21,12 +21,21 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from hydraopt.domain import Outcomes, OutputSpec, Predictions, SurrogateInputs, TrainingData
+from hydraopt.domain import (
+    Outcomes,
+    OutputSpec,
+    PolymerInput,
+    Predictions,
+    SurrogateDomain,
+    SurrogateInputs,
+    TrainingData,
+)
 from hydraopt.plugin_types import Encoder
 from hydraopt_plugins.surrogates import HydraBertSettings
-from hydraopt_plugins.surrogates.hydrabert.losses import LOG_VARIANCE_BOUND, TaskWeighting
+from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting
 from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork
 from hydraopt_plugins.surrogates.hydrabert.scaling import Standardiser, log_features
+from hydraopt_plugins.surrogates.hydrabert.scorer import HydraBertScorer, summarise
 from hydraopt_plugins.surrogates.hydrabert.training import (
     TORCH_SEED_RANGE,
     LossModel,
@@ -91,6 +100,7 @@ class HydraBertSurrogate:
             "targets": {name: s.to_json() for name, s in targets.items()},
             "pos_weight": pos_weight,
             "outputs": [_spec_json(train_data.spec(name)) for name in self.settings.heads],
+            "domain": _domain_json(SurrogateDomain.of(train_data)),
         }
         self.outputs = tuple(train_data.spec(name) for name in self.settings.heads)
         torch.manual_seed(seed % TORCH_SEED_RANGE)  # the initial weights
@@ -363,35 +373,46 @@ class HydraBertSurrogate:
 
     def _summarise(self, draws: list[dict[str, torch.Tensor]]) -> dict[str, tuple[Any, Any]]:
         """Per output, the prediction and its standard deviation in the output's unit."""
-        summary = {}
-        for name, head in self.settings.heads.items():
-            stacked = torch.stack([d[name] for d in draws])  # [S, B, ...]
-            if head.kind == "classification":
-                slope, intercept = self._meta.get("platt", {}).get(name, (1.0, 0.0))
-                probability = torch.sigmoid(slope * stacked + intercept)
-                summary[name] = (probability.mean(0).numpy(), _spread(probability).numpy())
-                continue
-            target = Standardiser.from_json(self._meta["targets"][name])
-            scale = torch.as_tensor(target.std, dtype=torch.float32)
-            assert self._model is not None
-            heteroscedastic = self._model.network.heads[name].outputs == 2
-            mean = stacked[..., 0] if heteroscedastic else stacked
-            variance = _spread(mean) ** 2
-            if heteroscedastic:
-                log_var = stacked[..., 1].clamp(-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND)
-                variance = variance + torch.exp(log_var).mean(0)
-            calibration = self._meta.get("std_scale", {}).get(name, 1.0)
-            summary[name] = (
-                target.inverse(mean.mean(0).numpy()),
-                (variance.sqrt() * scale).numpy() * calibration,
-            )
-        return summary
+        assert self._model is not None
+        summary = summarise(draws, self.settings.heads, self._model.network, self._meta)
+        return {name: (mean.numpy(), std.numpy()) for name, (mean, std) in summary.items()}
+
+    # ---- for agents: the frozen surrogate on tensors, and what it was trained on -----------
+
+    def tensor_scorer(self, polymers: Sequence[PolymerInput]) -> HydraBertScorer:
+        """The fitted network as a function on tensors over ``polymers`` (indexed by
+        position), their embeddings computed once."""
+        if self._model is None:
+            raise RuntimeError("tensor_scorer() before fit() or load()")
+        embeddings = self._embeddings([p.psmiles for p in polymers])
+        dtype = autocast_dtype(self.device, self.settings.precision)
+        return HydraBertScorer(
+            self._model.network,
+            self.settings.heads,
+            self._meta,
+            self.outputs,
+            polymers,
+            embeddings,
+            self.device,
+            dtype,
+        )
+
+    @property
+    def training_domain(self) -> SurrogateDomain | None:
+        """The training polymers and feature ranges (None for a model saved before they
+        were recorded)."""
+        domain = self._meta.get("domain")
+        if domain is None:
+            return None
+        ranges = {name: (low, high) for name, (low, high) in domain["feature_ranges"].items()}
+        return SurrogateDomain(frozenset(domain["psmiles"]), ranges)
 
 
-def _spread(samples: torch.Tensor) -> torch.Tensor:
-    if samples.shape[0] < 2:
-        return torch.zeros_like(samples[0])
-    return samples.std(0, unbiased=False)
+def _domain_json(domain: SurrogateDomain) -> dict[str, Any]:
+    return {
+        "psmiles": sorted(domain.psmiles),
+        "feature_ranges": {name: list(r) for name, r in domain.feature_ranges.items()},
+    }
 
 
 def _joined(parts: list[np.ndarray] | None, n: int, spec: OutputSpec) -> np.ndarray:
