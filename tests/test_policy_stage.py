@@ -141,16 +141,62 @@ def test_a_second_run_reuses_the_trained_policy(study, registry):
     assert summary.ok and "policy" not in summary.ran
 
 
-def test_a_surrogate_that_never_saw_a_polymer_or_a_range_is_refused(study, registry):
+def loaded_surrogate(study, registry):
     path, run_dir = study
     pipeline = load_pipeline(path, registry)
-    config = pipeline.config
-    store = RunStore(run_dir)
     encoder = registry.handle("encoder", "morgan", pipeline.plugin_settings[("encoder",)])
     surrogate = registry.handle(
         "surrogate", "hydrabert", pipeline.plugin_settings[("surrogate",)]
     ).build_new()
-    surrogate.load(store.folder("surrogate").path, encoder.build())
+    surrogate.load(RunStore(run_dir).folder("surrogate").path, encoder.build())
+    return pipeline, surrogate
+
+
+def test_the_tensor_scorer_agrees_with_predict_and_encodes_patients(study, registry):
+    import torch
+
+    from hydraopt.config import RewardConfig
+    from hydraopt.design_environment import DesignEnvironment, DesignReward, PatientScaling
+    from hydraopt.domain import PolymerInput, SurrogateInputs
+
+    _, surrogate = loaded_surrogate(study, registry)
+    _, run_dir = study
+    cohort = Cohort.from_columns(RunStore(run_dir).tables("cohort").table("patients"))
+    space = DesignSpace(read_polymer_library(None).subset(POLYMERS))
+    polymers = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in space.polymers)
+    designs = space.designs_from_unit(
+        np.arange(8) % 4, np.arange(8) % 4, np.random.default_rng(0).random((8, 4))
+    )
+    patient = next(iter(cohort))
+    inputs = SurrogateInputs.for_designs(patient, designs)
+    inputs = SurrogateInputs(inputs.features, designs.polymer_index, polymers, inputs.patient_id)
+    scorer = surrogate.tensor_scorer(polymers)
+    scored = scorer(
+        torch.as_tensor(inputs.features, dtype=torch.float32),
+        torch.as_tensor(designs.polymer_index),
+        ["delta_ef_pct"],
+    )
+    assert list(scored) == ["delta_ef_pct"]  # only what was asked for
+    surrogate.settings = surrogate.settings.model_copy(update={"mc_samples": 1})
+    predicted = surrogate.predict(inputs)
+    np.testing.assert_allclose(
+        scored["delta_ef_pct"][0].numpy(), predicted["delta_ef_pct"], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        scored["delta_ef_pct"][1].numpy(), predicted.std["delta_ef_pct"], rtol=1e-4
+    )
+    features = np.stack([p.features() for p in cohort])
+    reward = DesignReward(space, scorer, RewardConfig())
+    env = DesignEnvironment(reward, features, 4, 3, PatientScaling.of(features), True)
+    observation, _ = env.reset(seed=0)
+    width = surrogate.settings.property_dim
+    assert env.observation_dim == 11 + width + len(POLYMERS) + 4 + 4 + 3
+    assert torch.isfinite(observation).all()
+
+
+def test_a_surrogate_that_never_saw_a_polymer_or_a_range_is_refused(study, registry):
+    pipeline, surrogate = loaded_surrogate(study, registry)
+    config = pipeline.config
     library = read_polymer_library(None)
     assert domain_problems(surrogate, DesignSpace(library.subset(POLYMERS))) == []
     problems = domain_problems(surrogate, DesignSpace(library.subset([*POLYMERS, "matrigel"])))
