@@ -40,11 +40,13 @@ from hydraopt.design_environment import (
     patient_features,
     scorer_for,
 )
-from hydraopt.domain import Cohort, DesignBatch, DesignSpace, PolymerInput
+from hydraopt.domain import Cohort, DesignBatch, DesignSpace
+from hydraopt.domain.training import polymer_inputs
 from hydraopt.plugin_calls import call_plugin, checked_mesh, checked_outcomes
 from hydraopt.polymer_library import library_from_columns
 from hydraopt.proposals import propose
 from hydraopt.registry import PluginRegistry
+from hydraopt.stages.policy import load_trained_surrogate, patient_splits
 from hydraopt.store import RunStore
 from hydraopt_plugins.policies import PPOSettings
 from hydraopt_plugins.policies.ppo import PPOPolicy
@@ -72,25 +74,18 @@ def load_study(path: Path) -> Study:
     polymers = store.tables("polymers")
     library = library_from_columns(polymers.table("polymers"), source=polymers.meta["source"])
     space = build_design_space(config.design_space, library)
-    encoder = registry.handle(
-        "encoder", config.encoder.plugin, pipeline.plugin_settings[("encoder",)]
-    )
     assert config.surrogate is not None, "the pipeline needs a [surrogate]"
-    surrogate = registry.handle(
-        "surrogate", config.surrogate.plugin, pipeline.plugin_settings[("surrogate",)]
-    ).build_new()
-    surrogate.load(store.folder("surrogate").path, encoder.build())
-    cohort = Cohort.from_columns(store.tables("cohort").table("patients"))
-    rows = store.tables("dataset").table("rows")
-    split_of = dict(
-        zip(
-            np.asarray(rows["patient_id"]).astype(str),
-            np.asarray(rows["split"]).astype(str),
-            strict=True,
-        )
+    surrogate = load_trained_surrogate(
+        registry.handle(
+            "surrogate", config.surrogate.plugin, pipeline.plugin_settings[("surrogate",)]
+        ),
+        registry.handle("encoder", config.encoder.plugin, pipeline.plugin_settings[("encoder",)]),
+        store.folder("surrogate").path,
     )
-    polymer_inputs = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in space.polymers)
-    reward = DesignReward(space, scorer_for(surrogate, polymer_inputs), config.reward)
+    cohort = Cohort.from_columns(store.tables("cohort").table("patients"))
+    split_of = patient_splits(store.tables("dataset"))
+    scorer = scorer_for(surrogate, polymer_inputs(space.polymers))
+    reward = DesignReward(space, scorer, config.reward)
     train = patient_features([cohort.get(p) for p in sorted(split_of) if split_of[p] == "train"])
     return Study(pipeline, registry, space, cohort, split_of, reward, PatientScaling.of(train))
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hydraopt.domain import OutputSpec, PolymerInput, SurrogateInputs, TrainingData
-from hydraopt.domain.training import DATASET_FEATURE_NAMES
+from hydraopt.domain.training import DATASET_FEATURE_NAMES, polymer_inputs
 from hydraopt.polymer_library import read_polymer_library
 from hydraopt_plugins.encoders import PolyBertSettings
 from hydraopt_plugins.encoders.polybert import PolyBertEncoder
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     library = read_polymer_library(None)
-    polymers = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in library)
+    polymers = polymer_inputs(library)
     folder = Path(tempfile.mkdtemp(prefix="polybert-size-"))
     distinct = sorted({p.psmiles for p in polymers})
     write_untrained_polybert(folder, distinct * 20, POLYBERT_ARCHITECTURE)

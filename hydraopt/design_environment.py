@@ -145,18 +145,17 @@ class DesignReward:
         self.rows_scored = 0
         self._read = sorted(config.outputs())  # the outputs a step needs, and no others
         bounds = torch.as_tensor(space.polymer_unit_bounds(), dtype=torch.float32)
-        self._polymer_low, self._polymer_high = (
-            bounds[..., 0].to(self.device),
-            bounds[..., 1].to(self.device),
-        )
-        parameters = space.parameters
-        self._log = torch.tensor([p.scale == "log" for p in parameters], device=self.device)
-        low = torch.tensor([p.low for p in parameters], dtype=torch.float64)
-        high = torch.tensor([p.high for p in parameters], dtype=torch.float64)
-        log_low, log_high = torch.log(low), torch.log(high)
-        self._start = torch.where(self._log.cpu(), log_low, low).float().to(self.device)
-        self._span = torch.where(self._log.cpu(), log_high - log_low, high - low).float()
-        self._span = self._span.to(self.device)
+        self._polymer_low = bounds[..., 0].to(self.device)
+        self._polymer_high = bounds[..., 1].to(self.device)
+        # Each parameter is start + unit * span on its own scale (log where the space says).
+        log = np.array([p.scale == "log" for p in space.parameters])
+        low = np.array([p.low for p in space.parameters])
+        high = np.array([p.high for p in space.parameters])
+        start = np.where(log, np.log(low), low)
+        span = np.where(log, np.log(high), high) - start
+        self._log = torch.as_tensor(log, device=self.device)
+        self._start = torch.as_tensor(start, dtype=torch.float32, device=self.device)
+        self._span = torch.as_tensor(span, dtype=torch.float32, device=self.device)
         self._coverage_global = torch.as_tensor(space.coverage_indices, device=self.device)
         self._patient_columns = [DATASET_FEATURE_NAMES.index(n) for n in FEATURE_NAMES]
         self._design_columns = [DATASET_FEATURE_NAMES.index(n) for n in CONTINUOUS_FIELDS]

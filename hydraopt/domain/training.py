@@ -6,7 +6,7 @@ surrogate must generalise to the next patient, and designs of one patient are co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from hydraopt.domain.design import COVERAGE_PATTERNS, DEFAULT_PARAMETERS, DesignBatch
 from hydraopt.domain.outcomes import OutputSpec
 from hydraopt.domain.patient import PATIENT_FEATURES, Patient
-from hydraopt.domain.polymer import POLYMER_CATEGORIES
+from hydraopt.domain.polymer import POLYMER_CATEGORIES, Polymer
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class PolymerInput:
         return POLYMER_CATEGORIES.index(self.category)
 
 
+def polymer_inputs(polymers: Iterable[Polymer]) -> tuple[PolymerInput, ...]:
+    """What a surrogate sees of each polymer of a library, in its order."""
+    return tuple(PolymerInput(p.name, p.psmiles, p.category) for p in polymers)
+
+
 @dataclass(frozen=True, eq=False)
 class SurrogateInputs:
     """What a surrogate predicts from, for ``n`` rows (patient x design), columnar.
@@ -104,9 +109,7 @@ class SurrogateInputs:
         return cls(
             features=np.column_stack([columns[name] for name in DATASET_FEATURE_NAMES]),
             polymer_index=np.asarray(designs.polymer_index, dtype=np.int64),
-            polymers=tuple(
-                PolymerInput(p.name, p.psmiles, p.category) for p in designs.space.polymers
-            ),
+            polymers=polymer_inputs(designs.space.polymers),
             patient_id=np.full(len(designs), patient.patient_id, dtype=object),
         )
 

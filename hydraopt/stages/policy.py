@@ -23,19 +23,15 @@ from typing import Any
 import numpy as np
 
 from hydraopt.config import Pipeline, PipelineConfig
-from hydraopt.domain import (
-    CONTINUOUS_FIELDS,
-    COVERAGE_PATTERNS,
-    Cohort,
-    DesignSpace,
-    PolymerInput,
-)
-from hydraopt.domain.training import DATASET_FEATURE_NAMES
+from hydraopt.domain import CONTINUOUS_FIELDS, COVERAGE_PATTERNS, Cohort, DesignSpace
+from hydraopt.domain.training import DATASET_FEATURE_NAMES, polymer_inputs
 from hydraopt.errors import DataError
+from hydraopt.plugin_calls import PluginHandle
 from hydraopt.registry import PluginRegistry
 from hydraopt.seeding import derive_seed
 from hydraopt.stages.base import Stage, StageContext
 from hydraopt.stages.designs import load_space
+from hydraopt.store import TablesArtifact
 
 # How far (as a share of a parameter's span on its own scale) the designs a policy can reach
 # may lie beyond the training rows' range: a sampled plan never hits the bounds exactly, and
@@ -56,28 +52,25 @@ def _run(context: StageContext) -> None:
     config = context.config
     say = context.reporter.say
     cohort = Cohort.from_columns(context.store.tables("cohort").table("patients"))
-    rows = context.store.tables("dataset").table("rows")
-    split_of = dict(
-        zip(
-            np.asarray(rows["patient_id"]).astype(str),
-            np.asarray(rows["split"]).astype(str),
-            strict=True,
-        )
-    )
+    split_of = patient_splits(context.store.tables("dataset"))
     train_ids = sorted(pid for pid, split in split_of.items() if split == "train")
     if not train_ids:
         raise DataError("policy: the dataset has no training patients to learn from")
     space = load_space(context)
-    surrogate = _load_surrogate(context)
+    surrogate = load_trained_surrogate(
+        context.plugin(("surrogate",)),
+        context.plugin(("encoder",)),
+        context.store.folder("surrogate").path,
+    )
     problems = domain_problems(surrogate, space)
     if problems:
         raise DataError(
             "policy: the trained surrogate does not cover this study's design space:\n  "
             + "\n  ".join(problems)
         )
-    polymers = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in space.polymers)
     try:
-        reward = DesignReward(space, scorer_for(surrogate, polymers), config.reward)
+        scorer = scorer_for(surrogate, polymer_inputs(space.polymers))
+        reward = DesignReward(space, scorer, config.reward)
     except ValueError as exc:
         raise DataError(f"{context.pipeline.path}: {exc}") from None
     train_features = patient_features([cohort.get(pid) for pid in train_ids])
@@ -148,16 +141,26 @@ def _run(context: StageContext) -> None:
         say("  " + line)
 
 
-def _load_surrogate(context: StageContext) -> Any:
-    """The train stage's surrogate, loaded with the pipeline's encoder."""
-    encoder = context.plugin(("encoder",)).build()
-    surrogate = context.plugin(("surrogate",)).build_new()
-    folder = context.store.folder("surrogate").path
+def patient_splits(dataset: TablesArtifact) -> dict[str, str]:
+    """Each patient's split in the dataset artifact."""
+    rows = dataset.table("rows")
+    return dict(
+        zip(
+            np.asarray(rows["patient_id"]).astype(str),
+            np.asarray(rows["split"]).astype(str),
+            strict=True,
+        )
+    )
+
+
+def load_trained_surrogate(surrogate: PluginHandle, encoder: PluginHandle, folder: Path) -> Any:
+    """The train stage's saved surrogate in ``folder``, loaded with the pipeline's encoder."""
+    model = surrogate.build_new()
     try:
-        surrogate.load(folder, encoder)
+        model.load(folder, encoder.build())
     except ValueError as exc:
         raise DataError(f"policy: {exc}") from None
-    return surrogate
+    return model
 
 
 def domain_problems(surrogate: Any, space: DesignSpace) -> list[str]:
@@ -171,11 +174,6 @@ def domain_problems(surrogate: Any, space: DesignSpace) -> list[str]:
         for p in space.polymers
         if p.psmiles not in domain.psmiles
     ]
-    if len(space.polymers) < 2:
-        problems.append(
-            f"polymers: the library holds {len(space.polymers)} polymer(s); a policy needs "
-            "at least two"
-        )
     # What the policy can reach: per parameter, the space's bounds where some polymer can make
     # the design (designs no polymer can make are penalised, never scored), in unit-cube
     # coordinates, against the training rows' range.
