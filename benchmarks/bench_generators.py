@@ -32,6 +32,11 @@ def main() -> None:
     for name in registry.names("generator"):
         settings = registry.validate_settings("generator", name, {})
         generator = registry.create("generator", name, settings)
+        if callable(getattr(generator, "around", None)):  # samples around a policy's proposals
+            proposals = space.designs_from_unit(
+                np.arange(32) % len(space.polymers), np.arange(32) % 4, np.full((32, 4), 0.5)
+            )
+            generator = generator.around(proposals)
         best = np.inf
         for repeat in range(args.repeats):
             start = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hydraopt.config import Pipeline, build_design_space, load_pipeline
+from hydraopt.config import Pipeline, load_pipeline
 from hydraopt.design_environment import (
     DesignAction,
     DesignEnvironment,
@@ -43,11 +43,11 @@ from hydraopt.design_environment import (
 from hydraopt.domain import Cohort, DesignBatch, DesignSpace
 from hydraopt.domain.training import polymer_inputs
 from hydraopt.plugin_calls import call_plugin, checked_mesh, checked_outcomes
-from hydraopt.polymer_library import library_from_columns
 from hydraopt.proposals import propose
 from hydraopt.registry import PluginRegistry
-from hydraopt.stages.policy import load_trained_surrogate, patient_splits
+from hydraopt.stages.designs import stored_space
 from hydraopt.store import RunStore
+from hydraopt.trained_surrogate import load_trained_surrogate, patient_splits
 from hydraopt_plugins.policies import PPOSettings
 from hydraopt_plugins.policies.ppo import PPOPolicy
 
@@ -71,9 +71,7 @@ def load_study(path: Path) -> Study:
     pipeline = load_pipeline(path, registry)
     config = pipeline.config
     store = RunStore(pipeline.run_dir)
-    polymers = store.tables("polymers")
-    library = library_from_columns(polymers.table("polymers"), source=polymers.meta["source"])
-    space = build_design_space(config.design_space, library)
+    space = stored_space(store, config)
     assert config.surrogate is not None, "the pipeline needs a [surrogate]"
     surrogate = load_trained_surrogate(
         registry.handle(

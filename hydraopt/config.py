@@ -392,17 +392,68 @@ class DatasetConfig(Section):
     )
 
 
-class ScreenConfig(Section):
-    """Stage 3: candidates per patient, batched scoring and the ordered filter chain."""
+def _seeds_funnel() -> list[PluginChoice]:
+    """seeds/000 section 8.1: therapeutic threshold, top 10%, diversity, simulator pre-screen,
+    full simulation, Pareto ranking (10M -> 100K -> 10K -> 1K -> 100 -> 10 -> 1)."""
+    return [
+        PluginChoice(plugin="threshold"),
+        PluginChoice(plugin="top-percent", percent=10.0),
+        PluginChoice(plugin="diversity", keep=1000),
+        PluginChoice(plugin="simulate", fidelity="screening", keep=100),
+        PluginChoice(plugin="simulate", fidelity="validation", keep=10),
+        PluginChoice(plugin="pareto", keep=1),
+    ]
 
-    candidates_per_patient: int = Field(ge=1, description="Candidates generated per patient.")
-    batch_size: int = Field(65536, ge=1, description="Candidates scored per batch.")
+
+class CascadeConfig(Section):
+    """A small model distilled from the surrogate, per patient, scores every candidate; only
+    the best share goes on to the full surrogate and the filter chain."""
+
+    keep_percent: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Share of the candidates, best by the distilled model, that the full "
+        "surrogate scores.",
+    )
+    distil_samples: int = Field(
+        32768,
+        ge=256,
+        description="Candidates of each patient the full surrogate scores to teach the small "
+        "model.",
+    )
+
+
+class ScreenConfig(Section):
+    """Stage 3: candidates per patient, scored in chunks by the surrogate, through the ordered
+    filter chain to one design per patient."""
+
+    candidates_per_patient: int = Field(
+        ge=1, description="Candidates generated per patient (the seeds: 10,000,000)."
+    )
+    chunk_size: int = Field(
+        65536,
+        ge=1,
+        description="Candidates generated, scored and filtered at a time: memory is bounded "
+        "by it, whatever candidates_per_patient is.",
+    )
     generator: GeneratorChoice = Field(
-        default_factory=GeneratorChoice,
-        description="Generator plugin for the candidates.",
+        default_factory=lambda: GeneratorChoice(plugin="grid-lhs"),
+        description="Generator plugin for the candidates ('grid-lhs': the seeds' grid and "
+        "Latin hypercube samples between its points; 'policy': samples around the policy's "
+        "proposals).",
+    )
+    include_proposals: bool = Field(
+        True,
+        description="Add the Stage 2 policy's proposals for the patient to its candidates, "
+        "when a policy stage runs.",
     )
     filters: list[PluginChoice] = Field(
-        default_factory=list, description="Filter plugins, applied in this order."
+        default_factory=_seeds_funnel,
+        description="Filter plugins, applied in this order; the seeds' funnel by default.",
+    )
+    cascade: CascadeConfig | None = Field(
+        None, description="Score every candidate with a distilled small model first."
     )
 
 

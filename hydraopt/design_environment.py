@@ -196,11 +196,26 @@ class DesignReward:
         # A polymer whose range misses the space's bounds (low > high) is outside everywhere.
         return (torch.relu(low - unit) + torch.relu(unit - high)).sum(-1)
 
-    def __call__(self, patient_features: torch.Tensor, action: DesignAction) -> ScoredDesigns:
+    def __call__(
+        self,
+        patient_features: torch.Tensor,
+        action: DesignAction,
+        also: Collection[str] = (),
+    ) -> ScoredDesigns:
+        """The designs' rewards, from the outputs the reward reads and those named in
+        ``also`` (which the design engine's filters read)."""
         predictions = self.scorer(
-            self.features(patient_features, action), action.polymer, self._read
+            self.features(patient_features, action),
+            action.polymer,
+            sorted({*self._read, *also}),
         )
         self.rows_scored += len(action.polymer)
+        return self.score(predictions, action)
+
+    def score(
+        self, predictions: Mapping[str, tuple[torch.Tensor, torch.Tensor]], action: DesignAction
+    ) -> ScoredDesigns:
+        """The reward of designs whose outputs are predicted (mean, std) as given."""
         config = self.config
         reward = torch.zeros(len(action.polymer), device=self.device)
         for name, weight in config.weights.items():
@@ -227,8 +242,11 @@ class DesignReward:
 
     def action_of(self, designs: DesignBatch) -> DesignAction:
         """The inverse of :meth:`designs` (coverage patterns must be allowed by the space)."""
-        allowed = {int(c): i for i, c in enumerate(self.space.coverage_indices)}
-        coverage = np.array([allowed[int(c)] for c in designs.coverage_index], dtype=np.int64)
+        position = np.full(len(COVERAGE_PATTERNS), -1, dtype=np.int64)
+        position[self.space.coverage_indices] = np.arange(len(self.space.coverage_indices))
+        coverage = position[designs.coverage_index]
+        if (coverage < 0).any():
+            raise ValueError("a design's coverage pattern is not one the design space allows")
         return DesignAction(
             torch.as_tensor(designs.polymer_index, device=self.device),
             torch.as_tensor(coverage, device=self.device),

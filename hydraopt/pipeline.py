@@ -49,10 +49,10 @@ def ordered_stages(stages: Iterable[Stage] | None = None) -> tuple[Stage, ...]:
             producer[output] = stage.name
     needs: dict[str, set[str]] = {}
     for stage in stages:
-        missing = [i for i in stage.inputs if i not in producer]
+        missing = [i for i in (*stage.inputs, *stage.optional_inputs) if i not in producer]
         if missing:
             raise RuntimeError(f"stage {stage.name} reads {missing}, which no stage writes")
-        needs[stage.name] = {producer[i] for i in stage.inputs}
+        needs[stage.name] = {producer[i] for i in (*stage.inputs, *stage.optional_inputs)}
     by_name = {stage.name: stage for stage in stages}
     order: list[Stage] = []
     placed: set[str] = set()
@@ -70,13 +70,22 @@ def enabled_stages(config: PipelineConfig) -> list[Stage]:
     return [stage for stage in ordered_stages() if stage.enabled(config)]
 
 
+def stage_reads(stage: Stage, config: PipelineConfig) -> tuple[str, ...]:
+    """The artifacts ``stage`` reads under ``config``: its inputs, and those optional inputs
+    whose writing stage the config switches on."""
+    producers = {out: s for s in ordered_stages() for out in s.outputs}
+    optional = tuple(i for i in stage.optional_inputs if producers[i].enabled(config))
+    return (*stage.inputs, *optional)
+
+
 def stages_up_to(stages: list[Stage], target: str) -> list[Stage]:
     """``target`` and the stages it needs, directly or through others, in order."""
     producers = {out: s for s in stages for out in s.outputs}
     needed = {target}
     for stage in reversed(stages):  # ordered, so a stage comes after all it needs
         if stage.name in needed:
-            needed |= {producers[i].name for i in stage.inputs if i in producers}
+            reads = (*stage.inputs, *stage.optional_inputs)
+            needed |= {producers[i].name for i in reads if i in producers}
     return [s for s in stages if s.name in needed]
 
 
@@ -161,7 +170,8 @@ def _run_stage(
 ) -> None:
     producers = {out: s.name for s in ordered_stages() for out in s.outputs}
     missing = sorted(
-        {producers[i] for i in stage.inputs} & (set(summary.failed) | set(summary.blocked))
+        {producers[i] for i in stage_reads(stage, pipeline.config)}
+        & (set(summary.failed) | set(summary.blocked))
     )
     if missing:
         reporter.say(f"[yellow]stage {stage.name}: not run (needs {', '.join(missing)})[/yellow]")
@@ -274,7 +284,7 @@ def _prepare(
     """Resolve the stage's inputs and plugins and compute its fingerprint."""
     inputs: dict[str, str] = dict(stage.extra_inputs(pipeline))
     producers = {out: s.name for s in ordered_stages() for out in s.outputs}
-    for artifact in stage.inputs:
+    for artifact in stage_reads(stage, pipeline.config):
         inputs[artifact] = store.output_digests(producers[artifact])[artifact]
     plugins = plugin_fingerprints(stage, pipeline, registry)
     fingerprint = stable_hash(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -298,34 +298,108 @@ class Policy(Protocol):
     def load(self, directory: Path, environment: Any) -> None: ...
 
 
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """A patient's candidate designs at one link of the filter chain, columnar.
+
+    ``columns`` holds one array per named quantity, ``[n]`` or ``[n, *shape]``:
+
+    - ``reward``: the design's worth under ``[reward]`` (higher is better);
+    - ``predicted_<output>`` and ``predicted_<output>_std``: the surrogate's prediction of each
+      output and its standard deviation (a label's calibrated probability);
+    - ``simulated_<output>``: a simulator's result, added by a filter that simulates (NaN where
+      the simulation failed);
+    - any other column an earlier filter added.
+    """
+
+    patient: Patient
+    designs: DesignBatch
+    columns: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n = len(self.designs)
+        for name, values in self.columns.items():
+            if len(values) != n:
+                raise ValueError(f"column {name!r} has {len(values)} rows, the designs {n}")
+
+    def __len__(self) -> int:
+        return len(self.designs)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise KeyError(
+                f"no column {name!r} among the candidates' columns "
+                f"({', '.join(sorted(self.columns))})"
+            )
+        return self.columns[name]
+
+    def take(self, rows: np.ndarray) -> Candidates:
+        """The candidates at ``rows`` (indices or a mask), in that order."""
+        return Candidates(
+            self.patient,
+            self.designs.take(rows),
+            {name: values[rows] for name, values in self.columns.items()},
+        )
+
+    def with_columns(self, columns: Mapping[str, np.ndarray]) -> Candidates:
+        """These candidates with ``columns`` added (or replaced)."""
+        return Candidates(self.patient, self.designs, {**self.columns, **columns})
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a filter keeps.
+
+    :param keep: indices of the candidates kept, best first where the filter ranks (a filter
+        that does not rank keeps the incoming order).
+    :param columns: new columns for every candidate that entered (``simulated_*``), which
+        later filters and the output see.
+    :param metrics: figures about the selection, by name (``hypervolume``).
+    """
+
+    keep: np.ndarray
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class FilterContext:
     """What a filter may use besides the candidates.
 
     :param mesh: the patient's mesh (a filter that simulates needs it).
-    :param simulators: the pipeline's simulators, built, by name.
+    :param simulator: ``simulator(name, fidelity)``, the pipeline's simulator ``name`` built
+        with its settings, at ``fidelity`` when given (its settings' ``fidelity`` replaced).
+    :param simulator_names: the simulators the pipeline configures, in its order.
     :param rng: a random stream of this filter and patient.
     :param workdir: an empty folder for the filter's files.
     """
 
     mesh: PatientMesh
-    simulators: Mapping[str, Simulator]
+    simulator: Callable[[str, str | None], Simulator]
+    simulator_names: tuple[str, ...]
     rng: np.random.Generator
     workdir: Path
 
 
 @runtime_checkable
 class Filter(Protocol):
-    """One link of the filter chain: the boolean mask of candidates to keep.
-    *Provisional*: it grows with Stage 3."""
+    """One link of Stage 3's filter chain: ``select(candidates, context) -> Selection``.
 
-    def select(
-        self,
-        patient: Patient,
-        designs: DesignBatch,
-        predictions: Predictions,
-        context: FilterContext,
-    ) -> np.ndarray: ...
+    ``reads``: the columns it needs; a chain where an earlier link (or the surrogate) does not
+    provide one is refused before the run starts. Optional:
+
+    - ``produces(simulator_outputs) -> tuple[str, ...]``: the columns it adds, given each
+      configured simulator's output names;
+    - ``rowwise = True``: each candidate is kept or not on its own columns alone, so the
+      design engine applies it chunk by chunk as candidates stream through;
+    - ``score(candidates) -> float array`` and ``kept_count(n_entered) -> int``: a filter that
+      keeps the ``kept_count`` best by ``score`` (higher first); the engine keeps a running
+      best set as chunks stream through, never all candidates at once.
+    """
+
+    reads: tuple[str, ...]
+
+    def select(self, candidates: Candidates, context: FilterContext) -> Selection: ...
 
 
 PLUGIN_INTERFACES: dict[str, type] = {

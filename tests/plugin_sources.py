@@ -4,21 +4,23 @@ KEEP_BEST_FILTER = """
 import numpy as np
 from pydantic import Field
 from hydraopt import hookimpl
-from hydraopt.plugin_types import FilterPlugin, PluginSettings
+from hydraopt.plugin_types import FilterPlugin, PluginSettings, Selection
 
 
 class KeepBestSettings(PluginSettings):
-    output: str = Field("delta_ef_pct")
+    column: str = Field("predicted_delta_ef_pct")
     fraction: float = Field(0.1, gt=0, le=1)
 
 
 class KeepBest:
     def __init__(self, settings):
         self.settings = settings
+        self.reads = (settings.column,)
 
-    def select(self, patient, designs, predictions, context):
-        values = predictions[self.settings.output]
-        return values >= np.quantile(values, 1 - self.settings.fraction)
+    def select(self, candidates, context):
+        values = candidates[self.settings.column]
+        count = int(np.ceil(self.settings.fraction * len(candidates)))
+        return Selection(np.argsort(-values, kind="stable")[:count])
 
 
 @hookimpl

@@ -152,3 +152,80 @@ def test_mesher_kind(registry):
     mesh = build(registry, "mesher", "slab").build(example_patient())
     assert mesh.patient_id == example_patient().patient_id
     assert len(mesh.tetrahedra) == 6 * 8 * 8 * 3
+
+
+def test_the_design_engine_screens_with_a_third_party_surrogate_and_simulator(registry, tmp_path):
+    """Stage 3 through plugins it has never seen: a surrogate with predict() only, scored in
+    chunks; the built-in simulate and pareto filters run the third party's simulator."""
+    from dataclasses import replace
+
+    from hydraopt.config import RewardConfig
+    from hydraopt.design_engine import Link, screen_patient
+    from hydraopt.design_environment import DesignReward, scorer_for
+    from hydraopt.domain import PolymerInput, SurrogateInputs, TrainingData
+    from hydraopt.plugin_types import FilterContext
+    from hydraopt.screen_unit import PatientScoring
+
+    space = example_space()
+    simulator = build(registry, "simulator", "laplace-wall-stress")
+    designs = build(registry, "generator", "random").generate(space, 24, np.random.default_rng(0))
+    patient = example_patient()
+    rows = [
+        TrainingData(
+            SurrogateInputs.for_designs(p, designs),
+            {
+                "wall_stress_kpa": simulator.simulate(p, example_mesh(p), designs, tmp_path)[
+                    "wall_stress_kpa"
+                ]
+            },
+            simulator.outputs,
+        )
+        for p in (replace(patient, patient_id="P0"), replace(patient, patient_id="P1"))
+    ]
+    surrogate = build(registry, "surrogate", "thickness-surrogate")
+    surrogate.fit(rows[0], rows[1], build(registry, "encoder", "atom-count"), tmp_path)
+    polymers = tuple(PolymerInput(p.name, p.psmiles, p.category) for p in space.polymers)
+    reward = DesignReward(
+        space, scorer_for(surrogate, polymers), RewardConfig(weights={"wall_stress_kpa": -1.0})
+    )
+    scoring = PatientScoring(surrogate, reward, patient, set())
+    links = [
+        Link(1, "top-percent", {}, build(registry, "filter", "top-percent", percent=20.0)),
+        Link(
+            2,
+            "simulate",
+            {},
+            build(
+                registry, "filter", "simulate", keep=5, score={"simulated_wall_stress_kpa": -1.0}
+            ),
+        ),
+        Link(
+            3,
+            "pareto",
+            {},
+            build(
+                registry,
+                "filter",
+                "pareto",
+                keep=1,
+                objectives={"simulated_wall_stress_kpa": "min"},
+            ),
+        ),
+    ]
+    context = FilterContext(
+        example_mesh(patient),
+        lambda name, fidelity: simulator,
+        ("laplace-wall-stress",),
+        np.random.default_rng(0),
+        tmp_path,
+    )
+    generator = build(registry, "generator", "sobol")
+    chunks = (generator.generate(space, 64, np.random.default_rng(i)) for i in range(4))
+    result = screen_patient(
+        patient, chunks, 256, scoring.score, links, scoring.refine, lambda link: context
+    )
+    assert [r.kept for r in result.funnel] == [256, 52, 5, 1]
+    finalists = result.finalists
+    stress = finalists["simulated_wall_stress_kpa"]
+    assert stress[result.chosen] == stress.min()  # the least stressed of the simulated five
+    assert np.isfinite(finalists["predicted_wall_stress_kpa_std"]).all()  # refined by predict

@@ -12,8 +12,8 @@ from hydraopt.domain import Cohort, DesignSpace
 from hydraopt.errors import HydraoptError
 from hydraopt.polymer_library import read_polymer_library
 from hydraopt.registry import PluginRegistry
-from hydraopt.stages.policy import domain_problems
 from hydraopt.store import RunStore
+from hydraopt.trained_surrogate import domain_problems
 from hydraopt.validation import validate_inputs
 
 from conftest import run_quietly

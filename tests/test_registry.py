@@ -63,7 +63,7 @@ def test_unknown_name_lists_what_exists_and_the_closest():
     with pytest.raises(
         PluginError,
         match=r"no generator plugin named 'sobl'; did you mean "
-        r"'sobol'\?.*grid, latin-hypercube, random, sobol",
+        r"'sobol'\?.*grid, grid-lhs, latin-hypercube, policy, random, sobol",
     ):
         registry.get("generator", "sobl")
 

@@ -53,6 +53,8 @@ class Stage:
     :param plugins: key paths (into pipeline.toml) of the plugins it uses.
     :param run: does the work.
     :param extra_inputs: digests of files it reads from outside the run (say a cohort CSV).
+    :param optional_inputs: artifacts it reads when the stage writing them runs (Stage 3
+        reads the policy's proposals when there is a policy stage); it comes after that stage.
     :param preflight: problems it can see in the pipeline before any stage runs (a setting
         that names an output no simulator produces), each naming the file and key; checked
         by ``hydraopt validate`` and at the start of every run, so that nothing expensive
@@ -70,6 +72,7 @@ class Stage:
     plugins: Callable[[PipelineConfig], list[PluginLoc]]
     run: Callable[[StageContext], None]
     extra_inputs: Callable[[Pipeline], dict[str, str]] = lambda pipeline: {}
+    optional_inputs: tuple[str, ...] = ()
     preflight: Callable[[Pipeline, PluginRegistry], list[str]] = lambda pipeline, registry: []
 
 

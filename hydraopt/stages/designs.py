@@ -21,7 +21,7 @@ from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_designs
 from hydraopt.polymer_library import library_from_columns
 from hydraopt.seeding import derive_seed
 from hydraopt.stages.base import Stage, StageContext, Unit
-from hydraopt.store import write_h5
+from hydraopt.store import RunStore, write_h5
 
 GENERATOR_LOC = ("dataset", "generator")
 
@@ -59,9 +59,14 @@ def space_meta(space: DesignSpace) -> dict[str, Any]:
 
 def load_space(context: StageContext) -> DesignSpace:
     """The design space over the stored polymer library."""
-    polymers = context.store.tables("polymers")
+    return stored_space(context.store, context.config)
+
+
+def stored_space(store: RunStore, config: PipelineConfig) -> DesignSpace:
+    """The design space of ``config`` over the polymer library stored in ``store``."""
+    polymers = store.tables("polymers")
     library = library_from_columns(polymers.table("polymers"), source=polymers.meta["source"])
-    return build_design_space(context.config.design_space, library)
+    return build_design_space(config.design_space, library)
 
 
 def _run(context: StageContext) -> None:

@@ -20,7 +20,7 @@ from hydraopt.domain import PATIENT_FEATURES, OutputSpec, PolymerInput
 from hydraopt.domain.training import DATASET_FEATURE_NAMES
 from hydraopt_plugins.surrogates import HeadSettings
 from hydraopt_plugins.surrogates.hydrabert.losses import LOG_VARIANCE_BOUND
-from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork
+from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork, MlpFusion
 from hydraopt_plugins.surrogates.hydrabert.scaling import LOG_FEATURES
 
 
@@ -60,10 +60,20 @@ def _spread(samples: torch.Tensor) -> torch.Tensor:
     return samples.std(0, unbiased=False)
 
 
+ROWS_PER_BLOCK = 4096
+
+
 class HydraBertScorer:
     """The fitted network in evaluation mode, dropout off (the heteroscedastic variance and
     the calibration give each prediction its spread), on the surrogate's device, with the
-    polymers' embeddings computed once."""
+    polymers' embeddings computed once.
+
+    With the MLP fusion, the fusion's first layer is split by what its inputs depend on: the
+    adapted polymer embedding and the category embedding are fixed per polymer, so their
+    share of the layer (272 of its 400 input columns, seeds' widths) folds into one bias per
+    polymer, and each row multiplies only its 128 property columns. The arithmetic is the
+    same up to float rounding; a candidate costs about 1.2 MFLOP instead of 1.5.
+    """
 
     def __init__(
         self,
@@ -88,6 +98,7 @@ class HydraBertScorer:
             adapter = self._network.adapter
             self._smiles = None if adapter is None else adapter(embedding).float()
             self._category = self._network.category(category).float()
+            self._fold = _FoldedFirstLayer.of(self._network, self._smiles, self._category)
         scaler = meta["features"]
         self._mean = torch.tensor(scaler["mean"], dtype=torch.float32, device=device)
         self._std = torch.tensor(scaler["std"], dtype=torch.float32, device=device)
@@ -107,7 +118,32 @@ class HydraBertScorer:
         outputs: Collection[str] | None = None,
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Every output's (mean, std), or only those named in ``outputs``: an agent whose
-        reward reads two outputs need not run the trajectory head."""
+        reward reads two outputs need not run the trajectory head. On a CPU, rows go through
+        in blocks of :data:`ROWS_PER_BLOCK`: the layer norms and GELUs are bound by memory,
+        and a block's 512-wide activations (8 MB) stay in cache where a batch of 65,536 rows
+        (128 MB) does not (three times the rows per second here)."""
+        if self.device.type == "cpu" and len(features) > ROWS_PER_BLOCK:
+            blocks = [
+                self._block(
+                    features[i : i + ROWS_PER_BLOCK], polymer_index[i : i + ROWS_PER_BLOCK], outputs
+                )
+                for i in range(0, len(features), ROWS_PER_BLOCK)
+            ]
+            return {
+                name: (
+                    torch.cat([b[name][0] for b in blocks]),
+                    torch.cat([b[name][1] for b in blocks]),
+                )
+                for name in blocks[0]
+            }
+        return self._block(features, polymer_index, outputs)
+
+    def _block(
+        self,
+        features: torch.Tensor,
+        polymer_index: torch.Tensor,
+        outputs: Collection[str] | None,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         heads = (
             self._heads
             if outputs is None
@@ -118,12 +154,17 @@ class HydraBertScorer:
         )
         with context:
             polymer = polymer_index.to(self.device)
-            out = self._network.from_parts(
-                self._scaled(features.to(self.device, torch.float32)),
-                None if self._smiles is None else self._smiles[polymer],
-                self._category[polymer],
-                heads,
-            )
+            scaled = self._scaled(features.to(self.device, torch.float32))
+            if self._fold is not None:
+                shared = self._fold(self._network.properties(scaled), polymer)
+                out = {name: self._network.heads[name](shared) for name in heads}
+            else:
+                out = self._network.from_parts(
+                    scaled,
+                    None if self._smiles is None else self._smiles[polymer],
+                    self._category[polymer],
+                    heads,
+                )
         return summarise([out], heads, self._network, self._meta)
 
     @torch.inference_mode()
@@ -136,3 +177,34 @@ class HydraBertScorer:
         raw = patient_features.to(self.device, torch.float32)
         scaled[:, columns] = (raw - self._mean[columns]) / self._std[columns]
         return self._network.properties(scaled).float()
+
+
+class _FoldedFirstLayer:
+    """The MLP fusion with its first layer's per-polymer share precomputed (see
+    :class:`HydraBertScorer`): ``__call__(properties [B, property_dim], polymer [B])`` gives
+    the shared representation, equal to ``fusion([smiles, properties, category])``."""
+
+    def __init__(self, bias: torch.Tensor, weight: torch.Tensor, rest: torch.nn.Module) -> None:
+        self._bias, self._weight, self._rest = bias, weight, rest
+
+    @classmethod
+    def of(
+        cls, network: HydraBertNetwork, smiles: torch.Tensor | None, category: torch.Tensor
+    ) -> _FoldedFirstLayer | None:
+        """The fold of ``network``'s fusion, or None where it does not apply (a transformer
+        fusion, task-attention pooling)."""
+        if not isinstance(network.fusion, MlpFusion) or network.pooling is not None:
+            return None
+        first = network.fusion.layers[0]
+        width_smiles = 0 if smiles is None else smiles.shape[1]
+        width_properties = first.in_features - width_smiles - category.shape[1]
+        weight = first.weight.detach()
+        bias = first.bias.detach() + category @ weight[:, width_smiles + width_properties :].T
+        if smiles is not None:
+            bias = bias + smiles @ weight[:, :width_smiles].T
+        properties = weight[:, width_smiles : width_smiles + width_properties]
+        return cls(bias.contiguous(), properties.contiguous(), network.fusion.layers[1:])
+
+    def __call__(self, properties: torch.Tensor, polymer: torch.Tensor) -> torch.Tensor:
+        first = torch.nn.functional.linear(properties, self._weight.to(properties.dtype))
+        return self._rest(first + self._bias[polymer].to(first.dtype))
