@@ -380,6 +380,7 @@ def part_quality(study: Study, args: argparse.Namespace, out: Path) -> dict[str,
         exhaustive = screening.simulate(patient, mesh, reduced, None)
         values = np.where(exhaustive.failed, -np.inf, exhaustive["delta_ef_pct"])
         best = float(values.max())
+        best_design = reduced.describe(int(np.argmax(values)))
         rows.append(
             {
                 "patient": pid,
@@ -391,11 +392,17 @@ def part_quality(study: Study, args: argparse.Namespace, out: Path) -> dict[str,
                 "gap": best - chosen_screening,
                 "screen_seconds": screened_s,
                 "chosen": chosen_design.describe(0),
+                "exhaustive_best": best_design,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
     gaps = np.array([r["gap"] for r in rows if "gap" in r])
+    by_split = {
+        split: float(np.mean([r["gap"] <= 1.0 for r in rows if r.get("split") == split]))
+        for split in sorted({r["split"] for r in rows if "split" in r})
+    }
     return {
+        "within_1_point_by_split": by_split,
         "patients": len(held_out),
         "candidates_per_patient": args.quality_candidates,
         "within_1_point": float(np.mean(gaps <= 1.0)) if len(gaps) else None,

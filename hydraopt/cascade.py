@@ -65,24 +65,30 @@ def distil(
     hidden: int = 32,
     epochs: int = 10,
     batch_size: int = 2048,
+    min_steps: int = 200,
 ) -> DistilledReward:
     """A :class:`DistilledReward` fitted to ``reward`` (the full surrogate's) on ``designs``
-    by mean squared error on the standardised reward (Adam, cosine-decayed rate)."""
+    by mean squared error on the standardised reward (Adam, cosine-decayed rate): ``epochs``
+    passes, and more if needed to take ``min_steps`` optimiser steps (a small sample is
+    learnt too)."""
     torch.manual_seed(seed)
     model = DistilledReward(len(designs.space.polymers), n_coverages, hidden)
     target = torch.as_tensor(reward, dtype=torch.float32)
     model.centre.fill_(float(target.mean()))
     model.scale.fill_(float(target.std().clamp_min(1e-8)))
     target = (target - model.centre) / model.scale
+    batch_size = min(batch_size, len(designs))
     choice = model.choice(designs)
     unit = torch.as_tensor(designs.unit_coordinates(), dtype=torch.float32)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    steps = epochs * max(1, len(designs) // batch_size)
+    per_epoch = len(designs) // batch_size
+    epochs = max(epochs, -(-min_steps // per_epoch))
+    steps = epochs * per_epoch
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(len(designs), generator=generator)
-        for start in range(0, len(designs) - batch_size + 1 or 1, batch_size):
+        for start in range(0, len(designs) - batch_size + 1, batch_size):
             rows = order[start : start + batch_size]
             loss = torch.mean((model(choice[rows], unit[rows]) - target[rows]) ** 2)
             optimiser.zero_grad(set_to_none=True)

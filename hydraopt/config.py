@@ -434,8 +434,11 @@ class ScreenConfig(Section):
     chunk_size: int = Field(
         65536,
         ge=1,
-        description="Candidates generated, scored and filtered at a time: memory is bounded "
-        "by it, whatever candidates_per_patient is.",
+        description="Candidates generated, scored and filtered at a time. With a chain that "
+        "opens with row-wise links and a ranking link (the seeds' threshold and top-percent), "
+        "memory is bounded by it and by what the ranking link keeps, whatever "
+        "candidates_per_patient is. The chunks' random streams follow it: another chunk size "
+        "draws other candidates.",
     )
     generator: GeneratorChoice = Field(
         default_factory=lambda: GeneratorChoice(plugin="grid-lhs"),
@@ -450,6 +453,7 @@ class ScreenConfig(Section):
     )
     filters: list[PluginChoice] = Field(
         default_factory=_seeds_funnel,
+        min_length=1,
         description="Filter plugins, applied in this order; the seeds' funnel by default.",
     )
     cascade: CascadeConfig | None = Field(

@@ -282,6 +282,7 @@ def best_positions(score: np.ndarray, k: int) -> np.ndarray:
     stable sort of everything would)."""
     if k >= len(score):
         return np.arange(len(score))
+    score = np.where(np.isnan(score), -np.inf, score)  # NaN is never better than anything
     cut = np.partition(score, len(score) - k)[len(score) - k]
     above = np.flatnonzero(score > cut)
     tied = np.flatnonzero(score == cut)[: k - len(above)]
@@ -332,8 +333,9 @@ class _Finalists:
                 return
             shown = survivors.take(np.arange(min(len(survivors), FINALIST_LIMIT)))
             self.table, self.origin = shown, np.arange(len(shown))
-            self.last_link = np.full(len(shown), len(result.funnel) - 1, dtype=np.int64)
-            survivors_origin = self.origin
+            self.last_link = np.full(len(shown), result.funnel[-1].position, dtype=np.int64)
+            emptied = result.emptied_by is not None
+            survivors_origin = np.zeros(0, dtype=np.int64) if emptied else self.origin
         else:
             survivors_origin = self.origin if result.emptied_by is None else np.zeros(0, int)
         result.finalists = self.table.with_columns(self.added)

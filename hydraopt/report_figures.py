@@ -48,7 +48,7 @@ def funnel_png(funnel: Columns) -> bytes | None:
     """How many candidates each link of the filter chain kept, on a log scale."""
     if not funnel or len(funnel.get("position", ())) == 0:
         return None
-    order = np.argsort(np.asarray(funnel["position"]))
+    order = np.argsort(np.asarray(funnel["position"]), kind="stable")
     names = [f"{int(funnel['position'][i])}. {funnel['filter'][i]}" for i in order]
     entered = np.asarray(funnel["entered"], dtype=float)[order]
     kept = np.asarray(funnel["kept"], dtype=float)[order]

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from hydraopt.config import Pipeline
-from hydraopt.design_engine import FINALIST_LIMIT, FunnelRow, Link, ScreenResult, screen_patient
+from hydraopt.design_engine import (
+    FINALIST_LIMIT,
+    FunnelRow,
+    Link,
+    ScreenResult,
+    screen_patient,
+    streaming_prefix,
+)
 from hydraopt.domain import (
     COVERAGE_PATTERNS,
     DesignBatch,
@@ -21,6 +28,7 @@ from hydraopt.domain import (
 )
 from hydraopt.domain.mesh import PatientMesh
 from hydraopt.domain.training import polymer_inputs
+from hydraopt.errors import DataError
 from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_outcomes
 from hydraopt.plugin_types import Candidates, FilterContext
 from hydraopt.registry import PluginRegistry
@@ -43,7 +51,10 @@ def screen_one_patient(job: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict
         for i, (handle, settings) in enumerate(job.filters)
     ]
     patient = job.patient
-    scoring = PatientScoring(surrogate, reward, patient, _streamed_outputs(links, scorer.outputs))
+    streaming = links[: streaming_prefix(links)]
+    scoring = PatientScoring(
+        surrogate, reward, patient, _streamed_outputs(streaming, scorer.outputs)
+    )
     score, refine = scoring.score, scoring.refine
 
     mesh = read_mesh_h5(job.mesh_file, patient.patient_id) if job.mesh_file else None
@@ -51,7 +62,12 @@ def screen_one_patient(job: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict
     contexts = _Contexts(job, mesh)
     chunks, funnel_head, n_upper = _candidate_stream(job, score, reward)
     result = screen_patient(patient, chunks, n_upper, score, links, refine, contexts.context)
-    if funnel_head:
+    if funnel_head:  # the cascade: its rows replace the engine's, which saw only its pool
+        scored = result.funnel[0].seconds
+        cascade = funnel_head[1]
+        funnel_head[1] = FunnelRow(
+            0, cascade.filter, cascade.entered, cascade.kept, cascade.seconds + scored
+        )
         result.funnel[0:1] = funnel_head
         result.candidates = funnel_head[0].entered
     return _shard(job, result, links, surrogate.outputs, contexts)
@@ -124,7 +140,13 @@ def _candidate_stream(
 
     settings = job.screen
     generator = job.generator.build_new()
-    if job.proposals is not None and callable(getattr(generator, "around", None)):
+    if callable(getattr(generator, "around", None)):
+        if job.proposals is None:
+            raise DataError(
+                f"screen: generator {job.generator.name!r} samples around the policy's "
+                f"proposals, and the proposals table has none for patient "
+                f"{job.patient.patient_id!r}"
+            )
         generator = generator.around(DesignBatch.from_columns(job.space, job.proposals))
     rng = rng_for(job.seed, "candidates")
     proposals = (
@@ -362,6 +384,13 @@ def chain_problems(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
                 available |= set(produces(simulator_outputs))
             except ValueError as exc:  # names a simulator the pipeline lacks, say
                 problems.append(f"{where}: {exc}")
+                continue
+        for column in getattr(instance, "scores", ()):
+            if column not in available:
+                problems.append(
+                    f"{where}: score: {column!r} is neither a column of the candidates nor "
+                    f"one this link adds (available: {', '.join(sorted(available))})"
+                )
     return problems
 
 

@@ -383,3 +383,19 @@ def test_a_fully_streamed_chain_chooses_its_best_survivor():
     assert (result.last_link == 2).all()
     assert result.chosen == 0
     assert result.finalists["reward"][0] == result.finalists["reward"].max()
+
+
+def test_the_cascade_learns_the_reward_it_is_taught_and_keeps_the_best():
+    """The distilled model ranks designs as the reward it learnt from, whatever the sample
+    size (down to fewer rows than a batch), and its running best set is the best by it."""
+    from hydraopt.cascade import best_by_distilled, distil, in_chunks
+
+    for n in (300, 5000):
+        designs, _ = candidate_data(n, seed=n)
+        reward = 2.0 * designs.unit_coordinates()[:, 0] + 0.5 * (designs.coverage_index == 2)
+        model = distil(designs, reward, 4, seed=0)
+        predicted = model.predict(designs)
+        assert np.corrcoef(predicted, reward)[0, 1] > 0.95, n
+    pool, positions, seen = best_by_distilled(in_chunks(designs, 700), model, 50)
+    assert seen == n and len(pool) == 50
+    np.testing.assert_array_equal(positions, np.sort(np.argsort(-predicted, kind="stable")[:50]))

@@ -88,7 +88,7 @@ def _run(context: StageContext) -> None:
     meshes = store.shards("meshes") if "meshes" in context.inputs else None
     simulators = {name: context.plugin(("simulators", name)) for name in config.simulators}
     filters = tuple(
-        (context.plugin(("screen", "filters", i)), choice.model_dump(exclude={"plugin"}))
+        (context.plugin(("screen", "filters", i)), choice.settings)
         for i, choice in enumerate(config.screen.filters)
     )
     units = []

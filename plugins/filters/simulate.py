@@ -38,6 +38,8 @@ class SimulateFilter:
         self.reads: tuple[str, ...] = tuple(
             name for name in settings.score if not name.startswith(SIMULATED_PREFIX)
         )
+        # Every column the score weighs: checked once the link's own columns are known.
+        self.scores: tuple[str, ...] = tuple(settings.score)
 
     def simulator_names(self, configured: Sequence[str]) -> tuple[str, ...]:
         """The simulators this link runs, checked against those the pipeline configures."""
