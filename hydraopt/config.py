@@ -468,6 +468,17 @@ class ExecutionConfig(Section):
         "local", description="'local': a process pool on this machine."
     )
     workers: int = Field(0, ge=0, description="Worker processes; 0 means one per CPU core.")
+    evaluation_cache: bool = Field(
+        True,
+        description="Read simulator evaluations another run already paid for (same simulator, "
+        "settings and code, same heart and mesh, same design) from the cache, and keep new "
+        "ones there.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="The evaluation cache's folder, shared by every study that names it "
+        "(relative to this file); by default `evaluation-cache` in study.output_dir.",
+    )
 
 
 class PipelineConfig(Section):
@@ -584,6 +595,16 @@ class Pipeline:
         """A path from the file, taken relative to the file's folder."""
         candidate = Path(relative).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The evaluation cache's folder, or None when the cache is off."""
+        execution = self.config.execution
+        if not execution.evaluation_cache:
+            return None
+        if execution.cache_dir is not None:
+            return self.resolve(execution.cache_dir).resolve()
+        return (self.resolve(self.config.study.output_dir) / "evaluation-cache").resolve()
 
     @property
     def run_dir(self) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hydraopt.config import PipelineConfig
-from hydraopt.domain import Cohort, DesignBatch, DesignSpace, Patient
+from hydraopt.domain import Cohort, DesignBatch, DesignSpace, Outcomes, Patient
 from hydraopt.mesh_io import read_mesh_h5
 from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_outcomes
 from hydraopt.stages.base import Stage, StageContext, Unit
@@ -43,17 +43,36 @@ class SimulationJob:
     simulator: PluginHandle
     scratch: Path
     files: Path
+    cache: Path | None = None
+    simulator_identity: dict[str, str] | None = None
+    mesh_digest: str = ""
 
 
 def run_simulation(job: SimulationJob, output: Path) -> None:
-    """Simulate one patient's designs with one simulator; write the checked outcomes."""
-    mesh = read_mesh_h5(job.mesh_file, job.patient.patient_id)
+    """Simulate one patient's designs with one simulator; write the checked outcomes.
+    Designs the evaluation cache holds are read from it; only the others are simulated."""
     designs = DesignBatch.from_columns(job.space, read_h5_table(job.designs_file, "designs"))
     simulator = job.simulator.build()
     shutil.rmtree(job.scratch, ignore_errors=True)
     job.scratch.mkdir(parents=True)
-    result = call_plugin(job.simulator, "simulate", job.patient, mesh, designs, job.scratch)
-    outcomes = checked_outcomes(job.simulator, result, len(designs), simulator.outputs)
+    cache = keys = None
+    todo = np.arange(len(designs))
+    if job.cache is not None and job.simulator_identity is not None:
+        from hydraopt.evaluation_cache import EvaluationCache, context_key, design_keys
+
+        context = context_key(job.simulator_identity, job.patient, job.mesh_digest)
+        cache, keys = EvaluationCache(job.cache, context), design_keys(designs)
+        found, cached = cache.lookup(keys, simulator.outputs)
+        todo = np.flatnonzero(~found)
+    simulated = None
+    if len(todo):
+        mesh = read_mesh_h5(job.mesh_file, job.patient.patient_id)
+        batch = designs.take(todo)
+        result = call_plugin(job.simulator, "simulate", job.patient, mesh, batch, job.scratch)
+        simulated = checked_outcomes(job.simulator, result, len(batch), simulator.outputs)
+        if cache is not None:
+            cache.store(keys[todo], simulated)
+    outcomes = simulated if cache is None else _merged(simulator.outputs, cached, todo, simulated)
     if any(job.scratch.iterdir()):
         shutil.rmtree(job.files, ignore_errors=True)
         job.files.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +87,28 @@ def run_simulation(job: SimulationJob, output: Path) -> None:
         for s in outcomes.specs
     }
     meta = {"patient_id": job.patient.patient_id, "simulator": job.simulator.name}
+    if cache is not None:
+        meta["cache"] = {
+            "hits": cache.stats.hits,
+            "misses": cache.stats.misses,
+            "corrupt": cache.stats.corrupt,
+        }
     write_h5(output, {"outcomes": columns}, provenance={}, meta={**meta, "outputs": specs})
+
+
+def _merged(
+    specs: tuple[Any, ...], cached: dict[str, Any], todo: np.ndarray, simulated: Any
+) -> Outcomes:
+    """The cached columns with the newly simulated rows ``todo`` filled in."""
+    values = {spec.name: np.array(cached[spec.name], dtype=np.float64) for spec in specs}
+    failed = np.array(cached["failed"], dtype=bool)
+    reason = np.array(cached["failure_reason"], dtype=object)
+    if simulated is not None:
+        for spec in specs:
+            values[spec.name][todo] = simulated[spec.name]
+        failed[todo] = simulated.failed
+        reason[todo] = simulated.failure_reason
+    return Outcomes(tuple(specs), values, failed, reason)
 
 
 def unit_key(patient_id: str, simulator: str) -> str:
@@ -100,6 +140,9 @@ def _run(context: StageContext) -> None:
                 simulator=handle,
                 scratch=scratch / key,
                 files=store.run_dir / "simulations" / pid / name,
+                cache=context.pipeline.cache_dir,
+                simulator_identity=context.plugins_used[loc],
+                mesh_digest=meshes.content_digest(pid),
             )
             units.append(
                 Unit(
@@ -129,6 +172,16 @@ def _run(context: StageContext) -> None:
         failed_designs[meta["simulator"]] += int(failed.sum())
         n_designs[meta["simulator"]] += len(failed)
         reasons[meta["simulator"]].update(str(r)[:100] for r in table["failure_reason"][failed])
+    hits = sum(read_h5_attrs(u.file)["meta"].get("cache", {}).get("hits", 0) for u in done.values())
+    misses = sum(
+        read_h5_attrs(u.file)["meta"].get("cache", {}).get("misses", 0) for u in done.values()
+    )
+    if hits or misses:
+        context.reporter.say(
+            f"  evaluation cache: {hits} designs read, {misses} simulated "
+            f"({context.pipeline.cache_dir})"
+        )
+        context.store.journal("evaluation_cache", stage="simulate", hits=hits, misses=misses)
     for name in simulators:
         if failed_designs[name]:
             common = ", ".join(f"{r} ({n})" for r, n in reasons[name].most_common(3))
