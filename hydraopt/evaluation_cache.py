@@ -163,3 +163,19 @@ def _digest(columns: Mapping[str, Any]) -> str:
         digest.update(f"{name}|{kind}|{values.shape}|".encode())
         digest.update(payload)
     return digest.hexdigest()
+
+
+def merged_outcomes(
+    specs: Sequence[OutputSpec], cached: Mapping[str, Any], todo: np.ndarray, simulated: Any
+) -> Outcomes:
+    """The cached columns (from :meth:`EvaluationCache.lookup`) with the newly simulated
+    rows ``todo`` filled in from ``simulated``."""
+    values = {spec.name: np.array(cached[spec.name], dtype=np.float64) for spec in specs}
+    failed = np.array(cached["failed"], dtype=bool)
+    reason = np.array(cached["failure_reason"], dtype=object)
+    if simulated is not None:
+        for spec in specs:
+            values[spec.name][todo] = simulated[spec.name]
+        failed[todo] = simulated.failed
+        reason[todo] = simulated.failure_reason
+    return Outcomes(tuple(specs), values, failed, reason)

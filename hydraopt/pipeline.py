@@ -20,7 +20,6 @@ from pathlib import Path
 
 import tomli_w
 
-from hydraopt.code_digest import plugin_code_digest
 from hydraopt.config import Pipeline, PipelineConfig, stable_hash
 from hydraopt.errors import ConfigError, HydraoptError
 from hydraopt.ledger import StageLedger, UnitFailure
@@ -261,16 +260,7 @@ def plugin_fingerprints(
     records = {}
     for loc in stage.plugins(pipeline.config):
         kind, name = pipeline.config.plugin_at(loc)
-        plugin = registry.get(kind, name)
-        factory_module = getattr(plugin.registration.factory, "__module__", None) or ""
-        records[loc] = {
-            "kind": plugin.kind,
-            "name": plugin.name,
-            "version": plugin.version,
-            "package": plugin.package,
-            "settings": stable_hash(pipeline.plugin_settings[loc].model_dump(mode="json")),
-            "code": plugin_code_digest(factory_module) if factory_module else "",
-        }
+        records[loc] = registry.handle(kind, name, pipeline.plugin_settings[loc]).identity()
     return records
 
 

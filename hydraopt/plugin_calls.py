@@ -75,6 +75,23 @@ class PluginHandle:
     def settings_json(self) -> str:
         return self.settings.model_dump_json()
 
+    def identity(self) -> dict[str, str]:
+        """Everything about the plugin that can change its results: name, package, version,
+        settings (hashed) and the digest of its code. Stage fingerprints and the evaluation
+        cache both key on it."""
+        from hydraopt.code_digest import plugin_code_digest
+        from hydraopt.config import stable_hash
+
+        factory_module = getattr(self.registration.factory, "__module__", None) or ""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "package": self.plugin.package,
+            "settings": stable_hash(self.settings.model_dump(mode="json")),
+            "code": plugin_code_digest(factory_module) if factory_module else "",
+        }
+
     def build(self) -> Any:
         """The plugin object, built once per process from registration and settings."""
         key = (self.kind, self.name, self.plugin.package, type(self.settings).__qualname__)

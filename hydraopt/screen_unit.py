@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from hydraopt.domain import (
 from hydraopt.domain.mesh import PatientMesh
 from hydraopt.domain.training import polymer_inputs
 from hydraopt.errors import DataError
+from hydraopt.evaluation_cache import merged_outcomes
 from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_outcomes
 from hydraopt.plugin_types import Candidates, FilterContext
 from hydraopt.registry import PluginRegistry
@@ -228,20 +230,40 @@ class _Contexts:
         key = (name, fidelity)
         if key not in self.built:
             handle = at_fidelity(self.job.simulators[name], fidelity)
-            self.built[key] = _CheckedSimulator(handle)
+            cache = None
+            if self.job.cache is not None and self.job.mesh_digest:
+                cache = (self.job.cache, self.job.mesh_digest)
+            self.built[key] = _CheckedSimulator(handle, cache)
             self.simulated[name] = self.built[key].outputs
         return self.built[key]
 
 
 class _CheckedSimulator:
-    """A simulator whose answers are checked as the simulate stage checks them, and whose
-    exceptions name the plugin."""
+    """A simulator whose answers are checked as the simulate stage checks them, whose
+    exceptions name the plugin, and whose evaluations go through the evaluation cache when
+    ``cache`` (its folder and this patient's mesh digest) is given."""
 
-    def __init__(self, handle: PluginHandle) -> None:
-        self.handle = handle
+    def __init__(self, handle: PluginHandle, cache: tuple[Path, str] | None = None) -> None:
+        self.handle, self.cache = handle, cache
         self.outputs = handle.build().outputs
 
     def simulate(self, patient: Any, mesh: Any, designs: DesignBatch, workdir: Any) -> Any:
+        if self.cache is None:
+            return self._simulate(patient, mesh, designs, workdir)
+        from hydraopt.evaluation_cache import EvaluationCache, context_key, design_keys
+
+        folder, mesh_digest = self.cache
+        cache = EvaluationCache(folder, context_key(self.handle.identity(), patient, mesh_digest))
+        keys = design_keys(designs)
+        found, cached = cache.lookup(keys, self.outputs)
+        todo = np.flatnonzero(~found)
+        simulated = None
+        if len(todo):
+            simulated = self._simulate(patient, mesh, designs.take(todo), workdir)
+            cache.store(keys[todo], simulated)
+        return merged_outcomes(self.outputs, cached, todo, simulated)
+
+    def _simulate(self, patient: Any, mesh: Any, designs: DesignBatch, workdir: Any) -> Any:
         result = call_plugin(self.handle, "simulate", patient, mesh, designs, workdir)
         return checked_outcomes(self.handle, result, len(designs), self.outputs)
 

@@ -142,3 +142,29 @@ def test_a_second_study_sharing_the_cache_simulates_nothing(tmp_path):
     for key, table in outcomes_of["first"].items():
         for column, values in table.items():
             np.testing.assert_array_equal(outcomes_of["second"][key][column], values)
+
+
+def test_the_design_engine_simulates_through_the_cache(tmp_path):
+    """Stage 3's simulators read and keep evaluations as the simulate stage does: the second
+    time, nothing is simulated and the outcomes are the same."""
+    from hydraopt.evaluation_cache import context_key
+    from hydraopt.registry import PluginRegistry
+    from hydraopt.screen_unit import _CheckedSimulator, at_fidelity
+    from hydraopt.testing import example_mesh
+
+    registry = PluginRegistry.discover()
+    settings = registry.validate_settings("simulator", "reference-mechanics", {})
+    handle = at_fidelity(registry.handle("simulator", "reference-mechanics", settings), None)
+    patient, mesh, batch = example_patient(), example_mesh(), designs(4)
+    first = _CheckedSimulator(handle, (tmp_path, "mesh-digest"))
+    paid = first.simulate(patient, mesh, batch, tmp_path)
+    context = context_key(handle.identity(), patient, "mesh-digest")
+    cache = EvaluationCache(tmp_path, context)
+    found, _ = cache.lookup(design_keys(batch), first.outputs)
+    assert found.all()
+    read = _CheckedSimulator(handle, (tmp_path, "mesh-digest")).simulate(
+        patient, mesh, batch, tmp_path
+    )
+    for name in paid.names:
+        np.testing.assert_array_equal(read[name], paid[name])
+    assert read.failed.tolist() == paid.failed.tolist()

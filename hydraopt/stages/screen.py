@@ -51,6 +51,8 @@ class ScreenJob:
     seed: int
     workdir: Path
     files: Path | None = None
+    cache: Path | None = None
+    mesh_digest: str = ""
 
 
 def run_screen(job: ScreenJob, output: Path) -> None:
@@ -110,6 +112,8 @@ def _run(context: StageContext) -> None:
             seed=derive_seed(config.study.seed, "screen", pid),
             workdir=context.scratch_dir() / pid,
             files=store.run_dir / "screen_files" / pid,
+            cache=context.pipeline.cache_dir,
+            mesh_digest=meshes.content_digest(pid) if meshes is not None else "",
         )
         units.append(Unit(key=pid, function=run_screen, job=job))
     say(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hydraopt.config import PipelineConfig
-from hydraopt.domain import Cohort, DesignBatch, DesignSpace, Outcomes, Patient
+from hydraopt.domain import Cohort, DesignBatch, DesignSpace, Patient
 from hydraopt.mesh_io import read_mesh_h5
 from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_outcomes
 from hydraopt.stages.base import Stage, StageContext, Unit
@@ -58,7 +58,12 @@ def run_simulation(job: SimulationJob, output: Path) -> None:
     cache = keys = None
     todo = np.arange(len(designs))
     if job.cache is not None and job.simulator_identity is not None:
-        from hydraopt.evaluation_cache import EvaluationCache, context_key, design_keys
+        from hydraopt.evaluation_cache import (
+            EvaluationCache,
+            context_key,
+            design_keys,
+            merged_outcomes,
+        )
 
         context = context_key(job.simulator_identity, job.patient, job.mesh_digest)
         cache, keys = EvaluationCache(job.cache, context), design_keys(designs)
@@ -72,7 +77,9 @@ def run_simulation(job: SimulationJob, output: Path) -> None:
         simulated = checked_outcomes(job.simulator, result, len(batch), simulator.outputs)
         if cache is not None:
             cache.store(keys[todo], simulated)
-    outcomes = simulated if cache is None else _merged(simulator.outputs, cached, todo, simulated)
+    outcomes = (
+        simulated if cache is None else merged_outcomes(simulator.outputs, cached, todo, simulated)
+    )
     if any(job.scratch.iterdir()):
         shutil.rmtree(job.files, ignore_errors=True)
         job.files.parent.mkdir(parents=True, exist_ok=True)
@@ -94,21 +101,6 @@ def run_simulation(job: SimulationJob, output: Path) -> None:
             "corrupt": cache.stats.corrupt,
         }
     write_h5(output, {"outcomes": columns}, provenance={}, meta={**meta, "outputs": specs})
-
-
-def _merged(
-    specs: tuple[Any, ...], cached: dict[str, Any], todo: np.ndarray, simulated: Any
-) -> Outcomes:
-    """The cached columns with the newly simulated rows ``todo`` filled in."""
-    values = {spec.name: np.array(cached[spec.name], dtype=np.float64) for spec in specs}
-    failed = np.array(cached["failed"], dtype=bool)
-    reason = np.array(cached["failure_reason"], dtype=object)
-    if simulated is not None:
-        for spec in specs:
-            values[spec.name][todo] = simulated[spec.name]
-        failed[todo] = simulated.failed
-        reason[todo] = simulated.failure_reason
-    return Outcomes(tuple(specs), values, failed, reason)
 
 
 def unit_key(patient_id: str, simulator: str) -> str:
