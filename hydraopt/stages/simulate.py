@@ -156,18 +156,17 @@ def _run(context: StageContext) -> None:
     failed_designs: Counter[str] = Counter()
     n_designs: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {name: Counter() for name in simulators}
+    hits = misses = 0
     for unit in done.values():
         meta = read_h5_attrs(unit.file)["meta"]
+        hits += meta.get("cache", {}).get("hits", 0)
+        misses += meta.get("cache", {}).get("misses", 0)
         outputs.setdefault(meta["simulator"], meta["outputs"])
         table = read_h5_table(unit.file, "outcomes")
         failed = np.asarray(table["failed"], dtype=bool)
         failed_designs[meta["simulator"]] += int(failed.sum())
         n_designs[meta["simulator"]] += len(failed)
         reasons[meta["simulator"]].update(str(r)[:100] for r in table["failure_reason"][failed])
-    hits = sum(read_h5_attrs(u.file)["meta"].get("cache", {}).get("hits", 0) for u in done.values())
-    misses = sum(
-        read_h5_attrs(u.file)["meta"].get("cache", {}).get("misses", 0) for u in done.values()
-    )
     if hits or misses:
         context.reporter.say(
             f"  evaluation cache: {hits} designs read, {misses} simulated "
