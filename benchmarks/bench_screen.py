@@ -366,7 +366,7 @@ def part_quality(study: Study, args: argparse.Namespace, out: Path) -> dict[str,
             seed=derive_seed(config.study.seed, "screen", pid),
             workdir=Path(tempfile.mkdtemp(prefix=f"screen-{pid}-")),
         )
-        tables, meta = screen_one_patient(job)
+        tables, meta, _ = screen_one_patient(job)
         screened_s = time.perf_counter() - began
         finalists = tables["finalists"]
         if meta["emptied_by"] is not None:

@@ -138,8 +138,10 @@ def run(
 
     A unit that fails (a plugin raised, returned a malformed answer, overran its timeout, or
     its worker process died) does not stop the others of its stage. Its traceback is kept in
-    the run directory's failures/ folder, the run ends with a summary and exit status 1, and
-    the next run retries the failed units only.
+    the run directory's failures/ folder and the next run retries the failed units only. A
+    failed simulator evaluation is recorded (its designs marked failed with the reason) and
+    the study goes on, unless [execution] failed_evaluations = "stop"; any other failed unit
+    ends the run after its stage with exit status 1.
     """
     from hydraopt.pipeline import run_pipeline
     from hydraopt.progress import Reporter
@@ -155,7 +157,7 @@ def run(
         adopt_run_dir=adopt_run_dir,
         to_stage=to_stage,
     )
-    if not quiet or not summary.ok:
+    if not quiet or not summary.ok or summary.recorded:
         for line in summary.lines():
             click.echo(line, err=True)
     click.echo(str(summary.run_dir))

@@ -15,7 +15,7 @@ import math
 import tomllib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -461,13 +461,71 @@ class ScreenConfig(Section):
     )
 
 
-class ExecutionConfig(Section):
-    """Where work runs: a local process pool."""
+DaskCluster = Literal["local", "slurm", "pbs", "sge", "lsf", "htcondor"]
 
-    engine: Literal["local"] = Field(
-        "local", description="'local': a process pool on this machine."
+
+class DaskConfig(Section):
+    """The Dask cluster a `dask` engine runs on: an existing scheduler, a LocalCluster on
+    this machine, or a dask-jobqueue cluster whose jobs the batch system starts."""
+
+    scheduler_address: str | None = Field(
+        None,
+        description="Address of a running Dask scheduler (`tcp://host:8786`); when given, "
+        "`cluster` and `cluster_options` are not used.",
     )
-    workers: int = Field(0, ge=0, description="Worker processes; 0 means one per CPU core.")
+    cluster: DaskCluster = Field(
+        "local",
+        description="'local': a LocalCluster of `execution.workers` processes; 'slurm', "
+        "'pbs', 'sge', 'lsf', 'htcondor': a dask-jobqueue cluster scaled to "
+        "`execution.workers` workers.",
+    )
+    cluster_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the cluster class as they are (for Slurm: queue, "
+        "account, cores, memory, walltime, job_extra_directives, ...).",
+    )
+
+
+class ExecutionConfig(Section):
+    """Where work runs: a local process pool, or a Dask cluster."""
+
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="'local': hydraopt's process pool on this machine; 'dask': a "
+        "dask.distributed cluster, set in [execution.dask].",
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Worker processes (local pool, Dask LocalCluster or jobqueue cluster); "
+        "0 means one per CPU core of this machine.",
+    )
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+    evaluation_batch: int = Field(
+        0,
+        ge=0,
+        description="Designs per simulator evaluation task: a patient's designs are split "
+        "into batches of this size, each a task of its own (spread over workers, resumed and "
+        "failed alone); 0 means one task per patient and simulator.",
+    )
+    failed_evaluations: Literal["record", "stop"] = Field(
+        "record",
+        description="An evaluation task that raised, ran past its simulator's timeout_s or "
+        "lost its worker twice: 'record' marks its designs failed with the reason, the "
+        "study goes on and the next run retries it; 'stop' fails the stage, so the stages "
+        "after it wait for a rerun.",
+    )
+
+    @model_validator(mode="after")
+    def _jobqueue_needs_workers(self) -> ExecutionConfig:
+        batch_system = self.dask.cluster != "local" and not self.dask.scheduler_address
+        if self.engine == "dask" and batch_system and self.workers == 0:
+            raise ValueError(
+                f"execution.workers: a {self.dask.cluster} cluster starts as many workers "
+                "as you ask for; 0 (one per core of this machine) does not say how many"
+            )
+        return self
+
     evaluation_cache: bool = Field(
         True,
         description="Read simulator evaluations another run already paid for (same simulator, "
@@ -624,8 +682,14 @@ def stable_hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_pipeline(path: Path, registry: Any | None = None) -> Pipeline:
+def load_pipeline(
+    path: Path, registry: Any | None = None, overrides: Mapping[str, Any] | None = None
+) -> Pipeline:
     """Read and validate ``path``; with a registry, also check plugin names and settings.
+
+    ``overrides`` replace values of the file before it is validated, by dotted key
+    (``{"cohort.n_patients": 60}``; a table's key with a dict replaces the whole table, and
+    None removes a key); a problem with one names it as ``override KEY``.
 
     Raises :class:`ConfigError` listing every problem as ``file:line: key.path: message``.
     """
@@ -641,8 +705,13 @@ def load_pipeline(path: Path, registry: Any | None = None) -> Pipeline:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_error(path, exc, text)]) from None
     lines = key_lines(text)
+    changed = apply_overrides(raw, overrides or {})
 
     def where(loc: tuple[str | int, ...]) -> str:
+        dotted = dotted_key(loc)
+        for key in changed:
+            if dotted == key or dotted.startswith(f"{key}."):
+                return f"{path} (override {key})"
         line = line_of(lines, loc)
         return f"{path}:{line}" if line else str(path)
 
@@ -657,6 +726,26 @@ def load_pipeline(path: Path, registry: Any | None = None) -> Pipeline:
     if problems:
         raise ConfigError(problems)
     return pipeline
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """Set dotted keys of the parsed file ``raw`` in place (None removes one); returns the
+    keys set, for error messages."""
+    for key, value in overrides.items():
+        *tables, name = key.split(".")
+        if not name or not all(tables):
+            raise ConfigError([f"override {key!r}: not a dotted key such as 'cohort.n_patients'"])
+        table = raw
+        for part in tables:
+            inner = table.setdefault(part, {})
+            if not isinstance(inner, dict):
+                raise ConfigError([f"override {key!r}: {part!r} is a value, not a table"])
+            table = inner
+        if value is None:
+            table.pop(name, None)
+        else:
+            table[name] = value
+    return sorted(overrides, key=len, reverse=True)
 
 
 def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError, text: str) -> str:

@@ -164,7 +164,7 @@ class WorkerPool:
                         message = _receive(worker)
                         if message is not None:
                             worker.task = worker.deadline = None
-                            yield _result(task, message)
+                            yield result_from_message(task, message)
                             continue
                         workers[index] = self._replace(context, worker)
                         deaths[task.key] = deaths.get(task.key, 0) + 1
@@ -233,11 +233,21 @@ def _receive(worker: _Worker) -> tuple[Any, ...] | None:
     return None
 
 
-def _result(task: Task, message: tuple[Any, ...]) -> TaskResult:
+def message_from_call(function: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Run ``function(*args)`` and describe how it went in a message that pickles:
+    ``("ok", value)`` or ``("error", reason, details, plugin, kind)``."""
+    try:
+        return ("ok", function(*args))
+    except BaseException as exc:  # a plugin's sys.exit is a failure too, not a shutdown
+        error = describe_exception(exc)
+        return ("error", error.reason, error.details, error.plugin, error.kind)
+
+
+def result_from_message(task: Task, message: tuple[Any, ...]) -> TaskResult:
     if message[0] == "ok":
         return TaskResult(task.key, message[1])
-    _, reason, details, plugin = message
-    return TaskResult(task.key, error=TaskError("raised", reason, details, plugin))
+    _, reason, details, plugin, kind = message
+    return TaskResult(task.key, error=TaskError(kind, reason, details, plugin))
 
 
 def _death(worker: _Worker, times: int) -> TaskError:
@@ -289,15 +299,11 @@ def _worker_main(connection: Connection, parent_pid: int) -> None:
         if message is None:
             return
         _key, function, args = message
-        try:
-            answer: tuple[Any, ...] = ("ok", function(*args))
-        except BaseException as exc:  # a plugin's sys.exit is a failure too, not a shutdown
-            error = describe_exception(exc)
-            answer = ("error", error.reason, error.details, error.plugin)
+        answer = message_from_call(function, args)
         try:
             connection.send(answer)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            connection.send(("error", f"its result cannot be sent back: {exc}", "", ""))
+            connection.send(("error", f"its result cannot be sent back: {exc}", "", "", "raised"))
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -337,3 +343,44 @@ def make_executor(config: ExecutionConfig, n_tasks: int, needs_timeout: bool = F
         return InlineExecutor()
     workers = config.workers or available_cores()
     return WorkerPool(max(1, min(workers, n_tasks)))
+
+
+class ExecutionEngine:
+    """Where a run's tasks go, for the whole run: the local pool, or a Dask cluster that is
+    started (or connected to) when the first tasks need it and kept until the run ends, so
+    a run whose stages are all done never starts one.
+
+    :param announce: told once, in words and as journal fields, where the tasks run.
+    """
+
+    def __init__(
+        self,
+        config: ExecutionConfig,
+        announce: Callable[[str, dict[str, Any]], None] = lambda text, fields: None,
+    ) -> None:
+        self.config = config
+        self.announce = announce
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+
+    def executor(self, n_tasks: int, needs_timeout: bool = False) -> Executor:
+        if self.config.engine == "local" or n_tasks == 0:
+            return make_executor(self.config, n_tasks, needs_timeout)
+        from hydraopt.dask_engine import DaskExecutor, dask_client
+
+        if self._client is None:
+            workers = self.config.workers or available_cores()
+            self._client = self._stack.enter_context(dask_client(self.config.dask, workers))
+            fields = {"engine": "dask", "scheduler": self._client.scheduler.address}
+            self.announce(f"dask scheduler {fields['scheduler']}", fields)
+        return DaskExecutor(self._client)
+
+    def close(self) -> None:
+        self._stack.close()
+        self._client = None
+
+    def __enter__(self) -> ExecutionEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

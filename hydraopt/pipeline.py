@@ -22,6 +22,7 @@ import tomli_w
 
 from hydraopt.config import Pipeline, PipelineConfig, stable_hash
 from hydraopt.errors import ConfigError, HydraoptError
+from hydraopt.execution import ExecutionEngine
 from hydraopt.ledger import StageLedger, UnitFailure
 from hydraopt.plugin_calls import PluginFailure, forget_built_plugins
 from hydraopt.progress import Reporter
@@ -137,13 +138,20 @@ def run_pipeline(
         )
         store.journal("run_started", config_hash=pipeline.config_hash(), redo=sorted(redo))
         summary = RunSummary(store.run_dir, pipeline.path, order=names)
+
+        def announce(text: str, fields: dict[str, object]) -> None:
+            reporter.say(f"  tasks run on {text}")
+            store.journal("engine_started", **fields)
+
+        engine = ExecutionEngine(pipeline.config.execution, announce)
         try:
             for stage in stages:
-                _run_stage(stage, pipeline, registry, store, reporter, redo, summary)
+                _run_stage(stage, pipeline, registry, store, reporter, redo, summary, engine)
                 if summary.failed and not keep_going:
                     summary.not_run += [n for n in names if n not in summary.accounted()]
                     break
         finally:
+            engine.close()
             forget_built_plugins()
             current = [s for s in stages if s.name in (*summary.ran, *summary.skipped)]
             summary.artifacts = _artifacts(store, current)
@@ -154,6 +162,14 @@ def run_pipeline(
                 skipped=summary.skipped,
                 failed=sorted(summary.failed),
                 blocked=summary.blocked,
+                failures={
+                    stage: [_failure_fields(f) for f in failures]
+                    for stage, failures in summary.failed.items()
+                },
+                recorded_failures={
+                    stage: [_failure_fields(f) for f in failures]
+                    for stage, failures in summary.recorded.items()
+                },
             )
     return summary
 
@@ -166,6 +182,7 @@ def _run_stage(
     reporter: Reporter,
     redo: set[str],
     summary: RunSummary,
+    engine: ExecutionEngine,
 ) -> None:
     producers = {out: s.name for s in ordered_stages() for out in s.outputs}
     missing = sorted(
@@ -177,12 +194,19 @@ def _run_stage(
         store.journal("stage_blocked", stage=stage.name, needs=missing)
         summary.blocked.append(stage.name)
         return
-    context = _prepare(stage, pipeline, registry, store, reporter)
+    context = _prepare(stage, pipeline, registry, store, reporter, engine)
     if stage.name in redo:  # redo from scratch: no partial work
         store.clear_work(stage.name)
-    elif (store.stage_record(stage.name) or {}).get("fingerprint") == context.fingerprint:
+    elif (record := store.stage_record(stage.name) or {}).get("fingerprint") == context.fingerprint:
         damaged = store.damaged_outputs(stage.name)
-        if not damaged:
+        retry = record.get("failed_units", [])
+        if retry and not damaged:
+            reporter.say(
+                f"[yellow]stage {stage.name}: retrying {len(retry)} units that failed "
+                "in an earlier run[/yellow]"
+            )
+            store.journal("stage_retrying", stage=stage.name, units=retry)
+        elif not damaged:
             reporter.stage_skipped(stage.name, "finished earlier with the same inputs")
             store.journal("stage_skipped", stage=stage.name, fingerprint=context.fingerprint)
             summary.skipped.append(stage.name)
@@ -211,11 +235,26 @@ def _run_stage(
     if missing_outputs:
         raise RuntimeError(f"stage {stage.name} did not write {sorted(missing_outputs)}")
     elapsed = time.perf_counter() - start
-    store.record_stage(stage.name, context.fingerprint, context.outputs, elapsed)
+    recorded = context.recorded_failures
+    store.record_stage(
+        stage.name, context.fingerprint, context.outputs, elapsed, [f.key for f in recorded]
+    )
     context.finish_units()
     store.clear_scratch(stage.name)
-    store.clear_failures(stage.name)
-    store.journal("stage_finished", stage=stage.name, seconds=round(elapsed, 3))
+    if recorded:  # their tracebacks stay beside the outputs that record them
+        summary.recorded[stage.name] = recorded
+        reporter.say(
+            f"[yellow]stage {stage.name}: {len(recorded)} units failed and are recorded as "
+            "failed; the study goes on, and the next run retries them[/yellow]"
+        )
+    else:
+        store.clear_failures(stage.name)
+    store.journal(
+        "stage_finished",
+        stage=stage.name,
+        seconds=round(elapsed, 3),
+        recorded_failures=[_failure_fields(f) for f in recorded],
+    )
     reporter.stage_finished(stage.name, elapsed)
     summary.ran.append(stage.name)
 
@@ -231,11 +270,15 @@ def _failed(
     store.journal(
         "stage_failed",
         stage=stage.name,
-        failures=[{"unit": f.key, "plugin": f.plugin, "reason": f.reason} for f in failures],
+        failures=[_failure_fields(f) for f in failures],
     )
     reporter.say(
         f"[red]stage {stage.name}: {len(failures)} units failed; the others are kept[/red]"
     )
+
+
+def _failure_fields(failure: UnitFailure) -> dict[str, str]:
+    return {"unit": failure.key, "plugin": failure.plugin, "reason": failure.reason}
 
 
 def _traceback(exc: BaseException) -> str:
@@ -270,6 +313,7 @@ def _prepare(
     registry: PluginRegistry,
     store: RunStore,
     reporter: Reporter,
+    engine: ExecutionEngine,
 ) -> StageContext:
     """Resolve the stage's inputs and plugins and compute its fingerprint."""
     inputs: dict[str, str] = dict(stage.extra_inputs(pipeline))
@@ -287,4 +331,6 @@ def _prepare(
             "plugins": list(plugins.values()),
         }
     )
-    return StageContext(stage, pipeline, registry, store, reporter, fingerprint, inputs, plugins)
+    return StageContext(
+        stage, pipeline, registry, store, reporter, fingerprint, inputs, plugins, engine
+    )

@@ -22,6 +22,8 @@ class RunSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, list[UnitFailure]] = field(default_factory=dict)
+    # Units that failed in stages that went on without them, their failure recorded.
+    recorded: dict[str, list[UnitFailure]] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
     artifacts: dict[str, Path] = field(default_factory=dict)
@@ -53,13 +55,17 @@ class RunSummary:
                 f"FAILED: {self.n_failures} units in stage {', '.join(self.failed)}; "
                 "every other unit is kept, and rerunning retries only the failed ones"
             )
-            shown = [f for failures in self.failed.values() for f in failures][:LISTED_FAILURES]
-            for failure in shown:
-                blame = f" [{failure.plugin}]" if failure.plugin else ""
-                out.append(f"  {failure.stage} / {failure.key}{blame}: {failure.reason}")
-            if self.n_failures > len(shown):
-                out.append(f"  ... and {self.n_failures - len(shown)} more")
-            out.append(f"  tracebacks: {self.run_dir / 'failures'}")
+            out += _failure_lines(
+                [f for failures in self.failed.values() for f in failures], self.run_dir
+            )
+        n_recorded = sum(len(f) for f in self.recorded.values())
+        if n_recorded:
+            out.append(
+                f"recorded as failed, the study went on: {n_recorded} units in stage "
+                f"{', '.join(self.recorded)}; rerunning retries them"
+            )
+            shown = [f for failures in self.recorded.values() for f in failures]
+            out += _failure_lines(shown, self.run_dir)
         if self.blocked or self.not_run:
             out.append(f"not run: {', '.join(self.blocked + self.not_run)}")
         for name, path in self.artifacts.items():
@@ -68,10 +74,24 @@ class RunSummary:
         return out
 
 
+def _failure_lines(failures: list[UnitFailure], run_dir: Path) -> list[str]:
+    out = []
+    for failure in failures[:LISTED_FAILURES]:
+        blame = f" [{failure.plugin}]" if failure.plugin else ""
+        out.append(f"  {failure.stage} / {failure.key}{blame}: {failure.reason}")
+    if len(failures) > LISTED_FAILURES:
+        out.append(f"  ... and {len(failures) - LISTED_FAILURES} more")
+    out.append(f"  tracebacks: {run_dir / 'failures'}")
+    return out
+
+
 def write_summary(summary: RunSummary) -> None:
     """``SUMMARY.md``: a short, human-readable account of the last run."""
+    n_recorded = sum(len(f) for f in summary.recorded.values())
     status = (
-        "complete"
+        f"complete, {n_recorded} units recorded as failed"
+        if summary.ok and not summary.not_run and not summary.blocked and n_recorded
+        else "complete"
         if summary.ok and not summary.not_run and not summary.blocked
         else f"{summary.n_failures} units failed"
         if summary.failed
@@ -113,4 +133,19 @@ def write_summary(summary: RunSummary) -> None:
                     f"(traceback: `{where}`)"
                 )
         text += ["", "Run the pipeline again to retry the failed units; finished ones are kept."]
+    if summary.recorded:
+        text += ["", "## Failed and recorded (the study went on)", ""]
+        for failures in summary.recorded.values():
+            for failure in failures:
+                blame = f" ({failure.plugin})" if failure.plugin else ""
+                where = failure.traceback_file.relative_to(summary.run_dir)
+                text.append(
+                    f"- {failure.stage} / `{failure.key}`{blame}: {failure.reason} "
+                    f"(traceback: `{where}`)"
+                )
+        text += [
+            "",
+            "Their designs are marked failed with this reason in the stage's outputs; the "
+            "next run retries them.",
+        ]
     write_text(summary.summary_file, "\n".join(text) + "\n")

@@ -39,8 +39,11 @@ from hydraopt.seeding import rng_for
 FIDELITY = "fidelity"
 
 
-def screen_one_patient(job: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Run the job's patient through the design engine: the shard's tables and meta."""
+def screen_one_patient(
+    job: Any,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any], dict[str, int]]:
+    """Run the job's patient through the design engine: the shard's tables and meta, and
+    how many evaluations its simulators read from the evaluation cache and made."""
     from hydraopt.design_environment import DesignReward, scorer_for
     from hydraopt.mesh_io import read_mesh_h5
     from hydraopt.trained_surrogate import load_trained_surrogate
@@ -72,7 +75,8 @@ def screen_one_patient(job: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict
         )
         result.funnel[0:1] = funnel_head
         result.candidates = funnel_head[0].entered
-    return _shard(job, result, links, surrogate.outputs, contexts)
+    tables, meta = _shard(job, result, links, surrogate.outputs, contexts)
+    return tables, meta, contexts.cache_counts()
 
 
 class PatientScoring:
@@ -208,6 +212,11 @@ class _Contexts:
         self.built: dict[tuple[str, str | None], Any] = {}
         self.simulated: dict[str, tuple[OutputSpec, ...]] = {}
 
+    def cache_counts(self) -> dict[str, int]:
+        """Evaluations read from the cache and made, over every simulator built."""
+        counts = [simulator.cache_stats for simulator in self.built.values()]
+        return {k: sum(getattr(c, k) for c in counts) for k in ("hits", "misses", "corrupt")}
+
     def context(self, link: Link) -> FilterContext:
         workdir = self.job.workdir / f"{link.position}-{link.name}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -244,8 +253,11 @@ class _CheckedSimulator:
     ``cache`` (its folder and this patient's mesh digest) is given."""
 
     def __init__(self, handle: PluginHandle, cache: tuple[Path, str] | None = None) -> None:
+        from hydraopt.evaluation_cache import CacheStats
+
         self.handle, self.cache = handle, cache
         self.outputs = handle.build().outputs
+        self.cache_stats = CacheStats()
 
     def simulate(self, patient: Any, mesh: Any, designs: DesignBatch, workdir: Any) -> Any:
         if self.cache is None:
@@ -257,6 +269,9 @@ class _CheckedSimulator:
         keys = design_keys(designs)
         found, cached = cache.lookup(keys, self.outputs)
         todo = np.flatnonzero(~found)
+        self.cache_stats.hits += cache.stats.hits
+        self.cache_stats.misses += cache.stats.misses
+        self.cache_stats.corrupt += cache.stats.corrupt
         simulated = None
         if len(todo):
             simulated = self._simulate(patient, mesh, designs.take(todo), workdir)

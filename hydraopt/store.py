@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +139,13 @@ class ShardedArtifact:
 
     def table(self, key: str, group: str) -> dict[str, np.ndarray]:
         return read_h5_table(self.path(key), group)
+
+    def n_rows(self, key: str, group: str) -> int:
+        """The number of rows of table ``group`` in shard ``key``, without reading it."""
+        import h5py
+
+        with h5py.File(self.path(key), "r") as handle:
+            return len(next(iter(handle[group].values())))
 
     def shard_meta(self, key: str) -> dict[str, Any]:
         return read_h5_attrs(self.path(key))["meta"]
@@ -378,7 +385,10 @@ class RunStore:
         fingerprint: str,
         outputs: Mapping[str, ArtifactRecord],
         duration_s: float,
+        failed_units: Sequence[str] = (),
     ) -> None:
+        """The stage finished with these outputs; ``failed_units`` are units it went on
+        without (their failures are recorded in its outputs), which the next run retries."""
         write_json(
             self.stages_dir / f"{stage}.json",
             {
@@ -387,6 +397,7 @@ class RunStore:
                 "outputs": {name: record.to_json() for name, record in outputs.items()},
                 "duration_s": round(duration_s, 3),
                 "finished_utc": now_utc(),
+                "failed_units": list(failed_units),
             },
         )
 

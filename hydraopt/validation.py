@@ -56,7 +56,24 @@ def validate_inputs(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
         for stage in enabled_stages(config):
             problems += stage.preflight(pipeline, registry)
     problems += _run_dir_problems(pipeline)
+    problems += _engine_problems(pipeline)
     return problems
+
+
+def _engine_problems(pipeline: Pipeline) -> list[str]:
+    """What the execution engine needs that this machine lacks (a run would stop there)."""
+    execution = pipeline.config.execution
+    dask = execution.dask
+    if execution.engine != "dask" or dask.scheduler_address or dask.cluster == "local":
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        return [
+            f"{pipeline.path}: execution.dask.cluster = {dask.cluster!r} needs dask-jobqueue: "
+            "pip install 'hydraopt[cluster]'"
+        ]
+    return []
 
 
 def _run_dir_problems(pipeline: Pipeline) -> list[str]:

@@ -252,3 +252,15 @@ def test_non_utf8_pipeline_file(tmp_path):
     path = tmp_path / "p.toml"
     path.write_bytes(b'[study]\nname = "t\xff"\n')
     assert problems_of(path) == [f"{path}:2: not UTF-8 text (invalid start byte)"]
+
+
+def test_a_batch_system_cluster_needs_a_worker_count(write_pipeline):
+    from conftest import QUICK_PIPELINE
+
+    text = QUICK_PIPELINE.replace(
+        "[execution]\nworkers = 1",
+        '[execution]\nengine = "dask"\nworkers = 0\n[execution.dask]\ncluster = "slurm"',
+    )
+    [problem] = problems_of(write_pipeline(text))
+    assert "pipeline.toml:" in problem and "execution.workers" in problem
+    assert "a slurm cluster starts as many workers as you ask for" in problem

@@ -125,20 +125,25 @@ def test_a_second_study_sharing_the_cache_simulates_nothing(tmp_path):
     from conftest import run_quietly
 
     registry = PluginRegistry.discover()
-    outcomes_of = {}
+    outcomes_of, meshes = {}, {}
     for name in ("first", "second"):
         path = tmp_path / f"{name}.toml"
         path.write_text(STUDY.format(name=name), encoding="utf-8")
         summary = run_quietly(path, registry)
         assert summary.ok, summary
         journal = [json.loads(line) for line in (summary.run_dir / "journal.jsonl").open()]
-        [event] = [e for e in journal if e.get("event") == "evaluation_cache"]
-        outcomes = RunStore(summary.run_dir).shards("outcomes")
+        events = {e["stage"]: e for e in journal if e.get("event") == "evaluation_cache"}
+        store = RunStore(summary.run_dir)
+        outcomes = store.shards("outcomes")
         outcomes_of[name] = {k: outcomes.table(k, "outcomes") for k in outcomes}
+        meshes[name] = store.output_digests("meshes")["meshes"]
+        counts = {stage: (e["hits"], e["misses"]) for stage, e in events.items()}
         if name == "first":
-            assert (event["hits"], event["misses"]) == (0, 12)
-        else:
-            assert (event["hits"], event["misses"]) == (12, 0)
+            assert counts == {"meshes": (0, 2), "simulate": (0, 12)}
+        else:  # the same hearts: their meshes are read too, and equal
+            assert counts == {"meshes": (2, 0), "simulate": (12, 0)}
+            assert meshes["second"] == meshes["first"]
+            assert (summary.run_dir / "meshes" / "SYN001.png").is_file()
     for key, table in outcomes_of["first"].items():
         for column, values in table.items():
             np.testing.assert_array_equal(outcomes_of["second"][key][column], values)
@@ -162,9 +167,75 @@ def test_the_design_engine_simulates_through_the_cache(tmp_path):
     cache = EvaluationCache(tmp_path, context)
     found, _ = cache.lookup(design_keys(batch), first.outputs)
     assert found.all()
-    read = _CheckedSimulator(handle, (tmp_path, "mesh-digest")).simulate(
-        patient, mesh, batch, tmp_path
-    )
+    assert (first.cache_stats.hits, first.cache_stats.misses) == (0, 4)
+    again = _CheckedSimulator(handle, (tmp_path, "mesh-digest"))
+    read = again.simulate(patient, mesh, batch, tmp_path)
+    assert (again.cache_stats.hits, again.cache_stats.misses) == (4, 0)  # the stage reports
     for name in paid.names:
         np.testing.assert_array_equal(read[name], paid[name])
     assert read.failed.tolist() == paid.failed.tolist()
+
+
+def per_design_outcomes(batch):
+    """Outcomes where each design's row depends on that design alone, as a simulator's."""
+    failed = batch.coverage_index == 0
+    a = np.where(failed, np.nan, batch.stiffness_kpa)
+    traj = np.outer(batch.thickness_mm, [1.0, 2.0, 3.0])
+    traj[failed] = np.nan
+    reason = np.where(failed, "scar only", "").astype(object)
+    return Outcomes(SPECS, {"a": a, "traj": traj}, failed, reason)
+
+
+def _write_and_read(root, seed):
+    """One of several processes sharing a cache folder: store overlapping evaluations, read
+    them back at once, and report what was found (in a worker process)."""
+    batch = designs(n=40)
+    context = context_key(SIMULATOR, example_patient(), "mesh1")
+    cache = EvaluationCache(root, context)
+    rows = np.random.default_rng(seed).permutation(40)
+    for chunk in np.array_split(rows, 8):
+        part = batch.take(np.sort(chunk))
+        cache.store(design_keys(part), per_design_outcomes(part))
+        found, _ = cache.lookup(design_keys(batch), SPECS)
+    return int(found.sum()), cache.stats.corrupt
+
+
+def test_concurrent_writers_share_one_folder_without_damage(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_write_and_read, [(tmp_path, seed) for seed in range(4)])
+    # Every writer saw its own 40 evaluations at the end; no reader met a torn entry.
+    assert [found for found, _ in results] == [40] * 4
+    assert sum(corrupt for _, corrupt in results) == 0
+    batch = designs(n=40)
+    reader = EvaluationCache(tmp_path, context_key(SIMULATOR, example_patient(), "mesh1"))
+    found, columns = reader.lookup(design_keys(batch), SPECS)
+    expected = per_design_outcomes(batch)
+    assert found.all() and reader.stats.corrupt == 0
+    np.testing.assert_array_equal(columns["failed"], expected.failed)
+    np.testing.assert_array_equal(columns["traj"], expected.values["traj"])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_damaged_cached_mesh_is_set_aside_and_rebuilt(tmp_path):
+    from hydraopt.mesh_cache import MeshCache, mesh_key
+
+    key = mesh_key({"name": "lv-ellipsoid", "settings": "s"}, example_patient())
+    assert key != mesh_key({"name": "lv-ellipsoid", "settings": "t"}, example_patient())
+    source = tmp_path / "built"
+    source.mkdir()
+    (source / "mesh.h5").write_bytes(b"mesh bytes")
+    (source / "view.png").write_bytes(b"png bytes")
+    files = {"mesh.h5": source / "mesh.h5", "view.png": source / "view.png"}
+    MeshCache(tmp_path / "cache", key).keep(files)
+    targets = {"mesh.h5": tmp_path / "run" / "m.h5", "view.png": tmp_path / "run" / "v.png"}
+    assert MeshCache(tmp_path / "cache", key).restore(targets)
+    assert targets["mesh.h5"].read_bytes() == b"mesh bytes"
+
+    entry = MeshCache(tmp_path / "cache", key).folder
+    (entry / "view.png").write_bytes(b"torn")
+    assert not MeshCache(tmp_path / "cache", key).restore(targets)
+    assert not entry.exists() and entry.with_suffix(".corrupt").is_dir()
+    MeshCache(tmp_path / "cache", key).keep(files)  # the rebuilt mesh takes its place
+    assert MeshCache(tmp_path / "cache", key).restore(targets)

@@ -44,6 +44,8 @@ plugin = "slab"
 
 [execution]
 workers = {workers}
+failed_evaluations = "{policy}"
+evaluation_batch = {batch}
 """
 LABEL = "simulator plugin 'misbehaving' (flaky-sims 1.0)"
 
@@ -62,10 +64,14 @@ def log_dir(tmp_path):
     return folder
 
 
-def pipeline_text(log_dir, workers=1, **settings):
+def pipeline_text(log_dir, workers=1, policy="stop", batch=0, **settings):
+    """The failures' pipeline; ``policy`` "stop" makes a failed evaluation fail its stage,
+    which the tests of the unit machinery need."""
     settings = {"log_dir": str(log_dir), **settings}
     lines = "\n".join(f"{key} = {value!r}" for key, value in settings.items())
-    return PIPELINE.format(settings=lines.replace("'", '"'), workers=workers)
+    return PIPELINE.format(
+        settings=lines.replace("'", '"'), workers=workers, policy=policy, batch=batch
+    )
 
 
 def logged(log_dir, what):
@@ -211,7 +217,9 @@ def test_a_plugin_that_cannot_reach_a_worker_is_refused_by_name(
     module.hydraopt_simulators = hydraopt_simulators
     install_distribution("acme-cardio", "0.9.1", "acme_cardio", EVERY_KIND)
     registry = PluginRegistry.discover(extra={"my-script": module})
-    text = PIPELINE.format(settings="", workers=2).replace("misbehaving", "local")
+    text = PIPELINE.format(settings="", workers=2, policy="stop", batch=0).replace(
+        "misbehaving", "local"
+    )
     with pytest.raises(PluginError, match=r"simulator plugin 'local' .* cannot be sent to worker"):
         run_quietly(write_pipeline(text), registry, to_stage="simulate")
 
@@ -279,3 +287,78 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state not in ("Z", "X")
+
+
+def test_a_failed_evaluation_is_recorded_and_the_study_goes_on(
+    write_pipeline, registry, log_dir, monkeypatch
+):
+    from hydraopt.stages import simulate as simulate_stage
+
+    text = pipeline_text(log_dir, policy="record", batch=3).replace(
+        "designs_per_patient = 4",
+        "designs_per_patient = 4\nis_optimal = { wall_stress_kpa = 15.0 }",
+    )
+    path = write_pipeline(text)
+    real = simulate_stage.run_simulation
+
+    def flaky(job, output):
+        if job.patient.patient_id == "SYN002" and job.rows == (3, 4):
+            raise ConnectionError("licence server unreachable")
+        real(job, output)
+
+    monkeypatch.setattr(simulate_stage, "run_simulation", flaky)
+    first = run_quietly(path, registry)
+    # The study went on past simulate: the dataset was built from what was simulated.
+    assert first.ok and "dataset" in first.ran
+    [failure] = first.recorded["simulate"]
+    assert failure.key == "SYN002__misbehaving__rows3-4"
+    assert failure.reason == "ConnectionError: licence server unreachable"
+    outcomes = RunStore(first.run_dir).shards("outcomes")
+    table = outcomes.table("SYN002__misbehaving", "outcomes")
+    assert table["failed"].tolist() == [False, False, False, True]
+    assert table["failure_reason"][3] == (
+        "evaluation failed: ConnectionError: licence server unreachable"
+    )
+    assert np.isnan(table["wall_stress_kpa"][3])
+    summary_text = first.summary_file.read_text()
+    assert "1 units recorded as failed" in summary_text
+    assert "failures/simulate/SYN002__misbehaving__rows3-4.txt" in summary_text
+    finished = [
+        line
+        for line in RunStore(first.run_dir).journal_path.read_text().splitlines()
+        if '"run_finished"' in line
+    ]
+    assert "licence server unreachable" in finished[-1]
+
+    # The next run retries that evaluation task only, and the stages after it see the change.
+    monkeypatch.setattr(simulate_stage, "run_simulation", real)
+    units_before = len(logged(log_dir, "units"))
+    second = run_quietly(path, registry)
+    assert second.ok and not second.recorded
+    assert logged(log_dir, "units")[units_before:] == [f"{os.getpid()} SYN002"]
+    assert "simulate" in second.ran and "dataset" in second.ran
+    table = RunStore(second.run_dir).shards("outcomes").table("SYN002__misbehaving", "outcomes")
+    assert not table["failed"].any()
+    assert not (second.run_dir / "failures" / "simulate").exists()
+
+
+def test_a_simulator_with_no_finished_evaluation_fails_its_stage(write_pipeline, registry, log_dir):
+    path = write_pipeline(pipeline_text(log_dir, policy="record", behaviour="raise"))
+    summary = run_quietly(path, registry, to_stage="simulate")
+    assert not summary.ok and len(summary.failed["simulate"]) == 3
+    assert RunStore(summary.run_dir).stage_record("simulate") is None
+
+
+def test_a_hanging_evaluation_batch_is_recorded_with_its_timeout(write_pipeline, registry, log_dir):
+    text = pipeline_text(
+        log_dir, policy="record", batch=2, behaviour="hang", only_patient="SYN003"
+    ).replace("[simulators.misbehaving]", "[simulators.misbehaving]\ntimeout_s = 3")
+    summary = run_quietly(write_pipeline(text), registry, to_stage="simulate")
+    assert summary.ok
+    assert sorted(f.key for f in summary.recorded["simulate"]) == [
+        "SYN003__misbehaving__rows0-2",
+        "SYN003__misbehaving__rows2-4",
+    ]
+    table = RunStore(summary.run_dir).shards("outcomes").table("SYN003__misbehaving", "outcomes")
+    assert table["failed"].all()
+    assert "did not finish within its timeout of 3 s" in table["failure_reason"][0]

@@ -22,7 +22,7 @@ import numpy as np
 
 from hydraopt.atomic import file_sha256
 from hydraopt.config import Pipeline, PipelineConfig, stable_hash
-from hydraopt.execution import InlineExecutor, Task, make_executor
+from hydraopt.execution import ExecutionEngine, InlineExecutor, Task
 from hydraopt.ledger import DoneUnit, StageLedger, UnitFailure
 from hydraopt.plugin_calls import PluginHandle
 from hydraopt.progress import Reporter
@@ -32,6 +32,8 @@ from hydraopt.seeding import rng_for
 from hydraopt.store import ArtifactRecord, RunStore, Shard, Table, h5_content_digest
 
 PluginLoc = tuple[str | int, ...]
+# The provenance key under which a unit's file records its evaluation cache counts.
+CACHE_COUNTS = "evaluation_cache"
 ArtifactKind = Literal["tables", "file", "folder", "shards"]
 
 
@@ -128,9 +130,13 @@ class StageContext:
     fingerprint: str
     inputs: dict[str, str]
     plugins_used: dict[PluginLoc, dict[str, str]]
+    engine: ExecutionEngine
     outputs: dict[str, ArtifactRecord] = field(default_factory=dict)
     done_units: list[DoneUnit] = field(default_factory=list)
     ledger: StageLedger | None = None
+    # Units that failed in a stage that goes on without them (``tolerate_failures``): the
+    # stage finishes, and the next run retries them.
+    recorded_failures: list[UnitFailure] = field(default_factory=list)
 
     @property
     def config(self) -> PipelineConfig:
@@ -175,10 +181,13 @@ class StageContext:
             }
         )
 
-    def run_units(self, units: Sequence[Unit], label: str) -> dict[str, DoneUnit]:
-        """Run every unit not already done (with progress) and return all of them, done now
-        or before, by key. Raises :class:`UnitsFailed` after every unit was tried if any
-        failed."""
+    def run_units(
+        self, units: Sequence[Unit], label: str, tolerate_failures: bool = False
+    ) -> dict[str, DoneUnit]:
+        """Run every unit not already done (with progress) and return the finished ones,
+        done now or before, by key. If any failed, raises :class:`UnitsFailed` after every
+        unit was tried; with ``tolerate_failures``, returns without them and keeps them in
+        :attr:`recorded_failures` for the run to report and the next run to retry."""
         ledger = StageLedger(
             self.store.work_dir(self.stage.name), self.store.failures_root / self.stage.name
         )
@@ -197,9 +206,7 @@ class StageContext:
             self.done_units += done.values()
             self.ledger = ledger
             return {unit.key: done[unit.key] for unit in units}
-        executor = make_executor(
-            self.config.execution, len(todo), needs_timeout=any(u.timeout_s for u, _ in todo)
-        )
+        executor = self.engine.executor(len(todo), needs_timeout=any(u.timeout_s for u, _ in todo))
         if not isinstance(executor, InlineExecutor):  # plugins go to worker processes
             handles = {id(u.plugin): u.plugin for u, _ in todo if u.plugin is not None}
             for handle in handles.values():
@@ -244,9 +251,10 @@ class StageContext:
                 advance(1)
         self.done_units += done.values()
         self.ledger = ledger
-        if failures:
+        if failures and not tolerate_failures:
             raise UnitsFailed(self.stage.name, failures)
-        return {unit.key: done[unit.key] for unit in units}
+        self.recorded_failures += failures
+        return {unit.key: done[unit.key] for unit in units if unit.key in done}
 
     def finish_units(self) -> None:
         """The stage finished: keep only this generation of units in its work folder."""
@@ -282,8 +290,15 @@ class StageContext:
         self, name: str, units: Mapping[str, DoneUnit], meta: Mapping[str, Any]
     ) -> None:
         """The units' files, by key, become the shards of artifact ``name``."""
-        self._declared(name, "shards")
         shards = {key: Shard(unit.file, unit.content_digest) for key, unit in units.items()}
+        self.write_shard_files(name, shards, meta)
+
+    def write_shard_files(
+        self, name: str, shards: Mapping[str, Shard], meta: Mapping[str, Any]
+    ) -> None:
+        """Files, by key, become the shards of artifact ``name`` (a stage that joins or
+        completes its units' files)."""
+        self._declared(name, "shards")
         self.outputs[name] = self.store.write_shards(name, shards, self.provenance(), meta)
 
     def _declared(self, name: str, kind: str) -> None:
@@ -307,3 +322,30 @@ def run_unit(function: Callable[[Any, Path], None], job: Any, output: Path) -> t
     if not output.is_file():
         raise RuntimeError(f"the unit finished without writing {output}")
     return file_sha256(output), h5_content_digest(output)
+
+
+def report_cache_counts(
+    context: StageContext, files: Sequence[Path], what: str = "evaluations"
+) -> None:
+    """Say and journal how many evaluations the stage's units read from the evaluation
+    cache and how many they made (from their files' provenance, :data:`CACHE_COUNTS`)."""
+    from hydraopt.store import read_h5_attrs
+
+    hits = misses = corrupt = 0
+    for path in files:
+        counts = read_h5_attrs(path)["provenance"].get(CACHE_COUNTS) or {}
+        hits += counts.get("hits", 0)
+        misses += counts.get("misses", 0)
+        corrupt += counts.get("corrupt", 0)
+    if hits or misses:
+        context.reporter.say(
+            f"  evaluation cache: {hits} {what} read, {misses} made ({context.pipeline.cache_dir})"
+        )
+        context.store.journal(
+            "evaluation_cache",
+            stage=context.stage.name,
+            what=what,
+            hits=hits,
+            misses=misses,
+            corrupt=corrupt,
+        )

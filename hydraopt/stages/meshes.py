@@ -15,7 +15,7 @@ from hydraopt.domain import Cohort, Patient
 from hydraopt.domain.mesh import REGION_BORDER_ZONE, REGION_SCAR
 from hydraopt.mesh_io import write_mesh_h5, write_preview, write_xdmf
 from hydraopt.plugin_calls import PluginHandle, call_plugin, checked_mesh
-from hydraopt.stages.base import Stage, StageContext, Unit
+from hydraopt.stages.base import CACHE_COUNTS, Stage, StageContext, Unit, report_cache_counts
 
 MESHER_LOC = ("mesh",)
 
@@ -26,15 +26,48 @@ class MeshJob:
     mesher: PluginHandle
     views: Path
     scratch: Path
+    cache: Path | None = None  # the evaluation cache's folder, which keeps meshes too
+    mesher_identity: dict[str, str] | None = None
 
 
 def build_patient_mesh(job: MeshJob, output: Path) -> None:
+    """Build the patient's mesh (or read it from the cache) with its views."""
+    stem = job.views / job.patient.patient_id
+    files = {
+        "mesh.h5": output,
+        **{f"view{suffix}": stem.with_suffix(suffix) for suffix in (".xdmf", ".h5", ".png")},
+    }
+    cache = None
+    if job.cache is not None and job.mesher_identity is not None:
+        from hydraopt.mesh_cache import MeshCache, mesh_key
+
+        cache = MeshCache(job.cache, mesh_key(job.mesher_identity, job.patient))
+        if cache.restore(files):
+            _record_cache_use(output, hit=True)
+            return
+    _build(job, output, stem)
+    if cache is not None:
+        cache.keep(files)
+        _record_cache_use(output, hit=False)
+
+
+def _record_cache_use(output: Path, hit: bool) -> None:
+    """Whether the mesh came from the cache: provenance, not content (the digest ignores it)."""
+    import json
+
+    import h5py
+
+    with h5py.File(output, "a") as handle:
+        counts = {"hits": int(hit), "misses": int(not hit), "corrupt": 0}
+        handle.attrs["provenance"] = json.dumps({CACHE_COUNTS: counts})
+
+
+def _build(job: MeshJob, output: Path, stem: Path) -> None:
     job.scratch.mkdir(parents=True, exist_ok=True)
     mesh = call_plugin(job.mesher, "build", job.patient, job.scratch)
     mesh = checked_mesh(job.mesher, mesh, job.patient)
     scar = 100 * mesh.region_volume_fraction(REGION_SCAR)
     bz = 100 * mesh.region_volume_fraction(REGION_BORDER_ZONE)
-    stem = job.views / job.patient.patient_id
     write_xdmf(mesh, stem.with_suffix(".xdmf"))
     write_preview(
         mesh,
@@ -55,7 +88,14 @@ def _run(context: StageContext) -> None:
         Unit(
             key=patient.patient_id,
             function=build_patient_mesh,
-            job=MeshJob(patient, mesher, views, scratch / patient.patient_id),
+            job=MeshJob(
+                patient,
+                mesher,
+                views,
+                scratch / patient.patient_id,
+                context.pipeline.cache_dir,
+                context.plugins_used[MESHER_LOC],
+            ),
             plugin=mesher,
             depends_on={"patient": patient.physical_record()},
             covers=("cohort",),
@@ -63,6 +103,7 @@ def _run(context: StageContext) -> None:
         for patient in cohort
     ]
     done = context.run_units(units, "meshes")
+    report_cache_counts(context, [unit.file for unit in done.values()], "meshes")
     context.write_shards("meshes", done, meta={"patients": list(cohort.ids)})
 
 

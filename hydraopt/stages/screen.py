@@ -26,7 +26,7 @@ from hydraopt.errors import DataError
 from hydraopt.plugin_calls import PluginHandle
 from hydraopt.registry import PluginRegistry
 from hydraopt.seeding import derive_seed
-from hydraopt.stages.base import Stage, StageContext, Unit
+from hydraopt.stages.base import CACHE_COUNTS, Stage, StageContext, Unit, report_cache_counts
 from hydraopt.stages.designs import load_space
 from hydraopt.store import read_h5_attrs, read_h5_table, write_h5
 from hydraopt.trained_surrogate import domain_problems, load_trained_surrogate, patient_splits
@@ -60,12 +60,14 @@ def run_screen(job: ScreenJob, output: Path) -> None:
     maps of the validated finalists, say) are kept in ``job.files``."""
     from hydraopt.screen_unit import screen_one_patient
 
-    result, meta = screen_one_patient(job)
+    result, meta, cache_counts = screen_one_patient(job)
     if job.files is not None and job.workdir.is_dir() and any(job.workdir.rglob("*.*")):
         shutil.rmtree(job.files, ignore_errors=True)
         job.files.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(job.workdir, job.files)
-    write_h5(output, result, provenance={}, meta=meta)
+    # How many evaluations the cache gave is provenance, not content (as in simulate).
+    provenance = {CACHE_COUNTS: cache_counts} if job.cache is not None else {}
+    write_h5(output, result, provenance=provenance, meta=meta)
 
 
 def _run(context: StageContext) -> None:
@@ -121,6 +123,8 @@ def _run(context: StageContext) -> None:
         f"{len(filters)} filters"
     )
     done = context.run_units(units, "patients")
+    _report_throughput(context, done)
+    report_cache_counts(context, [unit.file for unit in done.values()])
     context.write_shards("screen", done, meta={"filters": [f for _, f in filters]})
     table, emptied = _final_designs(done, split_of, space)
     meta = _final_meta(config, done)
@@ -147,6 +151,23 @@ def _proposals_by_patient(context: StageContext, space: DesignSpace) -> dict[str
         pid: {name: np.asarray(table[name])[patient_ids == pid] for name in names}
         for pid in np.unique(patient_ids)
     }
+
+
+def _report_throughput(context: StageContext, done: dict[str, Any]) -> None:
+    """Candidates generated and scored per second of a worker, over every patient."""
+    candidates, seconds = 0, 0.0
+    for unit in done.values():
+        funnel = read_h5_table(unit.file, "funnel")
+        head = np.asarray(funnel["position"]) == 0  # generation and scoring (and a cascade)
+        candidates += int(np.asarray(funnel["entered"])[0])
+        seconds += float(np.asarray(funnel["seconds"])[head].sum())
+    if seconds > 0:
+        rate = candidates / seconds
+        context.reporter.say(
+            f"  {candidates:,} candidates generated and scored in {seconds:.1f} worker-seconds "
+            f"({rate:,.0f} candidates/s per worker)"
+        )
+        context.store.journal("screen_throughput", candidates=candidates, seconds=round(seconds, 3))
 
 
 def _final_designs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import tempfile
 from collections.abc import Iterator
@@ -69,16 +70,17 @@ class EllipsoidMesher:
             patient.edv_ml, patient.wall_thickness_mm, s.long_to_short_axis_ratio
         )
         with tempfile.TemporaryDirectory(dir=workdir) as scratch:
-            path = cardiac_geometries_core.lv_ellipsoid(
-                Path(scratch) / f"{patient.patient_id}.msh",
-                r_short_endo=geometry.r_short_endo,
-                r_short_epi=geometry.r_short_epi,
-                r_long_endo=geometry.r_long_endo,
-                r_long_epi=geometry.r_long_epi,
-                mu_base_endo=geometry.mu_base_endo,
-                mu_base_epi=geometry.mu_base_epi,
-                psize_ref=s.element_size_mm * 1e-3,
-            )
+            with _gmsh_off_the_main_thread():
+                path = cardiac_geometries_core.lv_ellipsoid(
+                    Path(scratch) / f"{patient.patient_id}.msh",
+                    r_short_endo=geometry.r_short_endo,
+                    r_short_epi=geometry.r_short_epi,
+                    r_long_endo=geometry.r_long_endo,
+                    r_long_epi=geometry.r_long_epi,
+                    mu_base_endo=geometry.mu_base_endo,
+                    mu_base_epi=geometry.mu_base_epi,
+                    psize_ref=s.element_size_mm * 1e-3,
+                )
             with contextlib.redirect_stdout(io.StringIO()):  # meshio's gmsh reader prints
                 raw = meshio.read(path)
         points, tetrahedra, surfaces = _extract(raw, patient)
@@ -113,6 +115,27 @@ class EllipsoidMesher:
                 "r_short_endo_m": geometry.r_short_endo * scale,
             },
         )
+
+
+@contextlib.contextmanager
+def _gmsh_off_the_main_thread() -> Iterator[None]:
+    """Let gmsh start in a thread other than the main one (a Dask worker runs its tasks in
+    one). cardiac-geometries-core starts gmsh with its default ``interruptible=True``, which
+    installs a SIGINT handler, and Python allows that in the main thread only; elsewhere
+    gmsh is started without one, which changes nothing about the mesh."""
+    import threading
+
+    import gmsh
+
+    if threading.current_thread() is threading.main_thread():
+        yield
+        return
+    initialize = gmsh.initialize
+    gmsh.initialize = functools.partial(initialize, interruptible=False)
+    try:
+        yield
+    finally:
+        gmsh.initialize = initialize
 
 
 def _extract(raw, patient: Patient) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
