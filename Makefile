@@ -23,12 +23,12 @@ demo: setup
 	$(BIN)/hydraopt run examples/quickstart.toml
 
 test: setup
-	$(BIN)/ruff check hydraopt plugins simulators tests benchmarks
+	$(BIN)/ruff check hydraopt plugins simulators tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check hydraopt plugins simulators tests benchmarks
-	$(BIN)/ruff format --check hydraopt plugins simulators tests benchmarks
+	$(BIN)/ruff check hydraopt plugins simulators tests benchmarks examples
+	$(BIN)/ruff format --check hydraopt plugins simulators tests benchmarks examples
 
 docs: setup
 	$(BIN)/python -m hydraopt.docgen docs/pipeline-toml.md

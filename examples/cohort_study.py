@@ -47,9 +47,13 @@ def seeds_cohort(reference_csv: Path | None, seed: int) -> pd.DataFrame:
     return pd.concat([reference, synthetic], ignore_index=True)
 
 
+def counts(column: pd.Series) -> str:
+    return ", ".join(f"{value} {int(n)}" for value, n in column.value_counts().items())
+
+
 def summary(study: Study) -> None:
     cohort = study.cohort()
-    print(f"\ncohort: {len(cohort)} patients ({dict(cohort['origin'].value_counts())})")
+    print(f"\ncohort: {len(cohort)} patients ({counts(cohort['origin'])})")
     failures = study.failures()
     if len(failures):
         print(f"failed units: {len(failures)}")
@@ -67,18 +71,16 @@ def summary(study: Study) -> None:
         print(described.describe().round(2).to_string())
         return
     print(f"\nchosen designs: {len(results)} of {len(cohort)} patients")
-    print("polymers chosen:", dict(results["polymer"].value_counts()))
-    print("coverage chosen:", dict(results["coverage"].value_counts()))
-    numeric = [
-        c
-        for c in ("stiffness_kpa", "t50_days", "conductivity_s_per_m", "thickness_mm")
-        + tuple(c for c in results.columns if c.startswith(("delta_ef", "simulated_delta_ef")))
-        if c in results.columns
+    print("polymers chosen:", counts(results["polymer"]))
+    print("coverage chosen:", counts(results["coverage"]))
+    design = ["stiffness_kpa", "t50_days", "conductivity_s_per_m", "thickness_mm"]
+    effect = [
+        c for c in results.columns if c.startswith(("predicted_delta_ef", "simulated_delta_ef"))
     ]
+    numeric = [c for c in design if c in results.columns] + effect
     print(results[numeric].describe().round(3).to_string())
-    by_split = results.groupby("split")[numeric[4:]].mean().round(3) if numeric[4:] else None
-    if by_split is not None:
-        print("\nmean by split:\n" + by_split.to_string())
+    if effect:
+        print("\nmean by split:\n" + results.groupby("split")[effect].mean().round(3).to_string())
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ complete. What the local pool does by itself, Dask does here:
   the scheduler on another worker, up to ``distributed.scheduler.allowed-failures`` times
   (set to hydraopt's one retry for the clusters it starts); after that the task comes back as
   ``worker-died``;
-* a task with a timeout runs in a child process of the Dask worker, which is killed (with
-  every program it started) when the timeout passes, so a hanging simulator frees its worker;
+* a task with a timeout runs in a fresh child process of the Dask worker (which builds the
+  task's plugin anew), killed with every program it started when the timeout passes, so a
+  hanging simulator frees its worker;
 * when the driver is killed, a LocalCluster's workers end with it (each watches its parent),
   and a remote scheduler forgets the run's tasks once its client is gone.
 

@@ -85,6 +85,12 @@ def _failure_lines(failures: list[UnitFailure], run_dir: Path) -> list[str]:
     return out
 
 
+def _failure_item(failure: UnitFailure, run_dir: Path) -> str:
+    blame = f" ({failure.plugin})" if failure.plugin else ""
+    where = failure.traceback_file.relative_to(run_dir)
+    return f"- {failure.stage} / `{failure.key}`{blame}: {failure.reason} (traceback: `{where}`)"
+
+
 def write_summary(summary: RunSummary) -> None:
     """``SUMMARY.md``: a short, human-readable account of the last run."""
     n_recorded = sum(len(f) for f in summary.recorded.values())
@@ -122,30 +128,22 @@ def write_summary(summary: RunSummary) -> None:
         f"- `{name}`: `{path.relative_to(summary.run_dir)}`"
         for name, path in summary.artifacts.items()
     ] or ["- none yet"]
-    if summary.failed:
-        text += ["", "## Failures", ""]
-        for failures in summary.failed.values():
-            for failure in failures:
-                blame = f" ({failure.plugin})" if failure.plugin else ""
-                where = failure.traceback_file.relative_to(summary.run_dir)
-                text.append(
-                    f"- {failure.stage} / `{failure.key}`{blame}: {failure.reason} "
-                    f"(traceback: `{where}`)"
-                )
-        text += ["", "Run the pipeline again to retry the failed units; finished ones are kept."]
-    if summary.recorded:
-        text += ["", "## Failed and recorded (the study went on)", ""]
-        for failures in summary.recorded.values():
-            for failure in failures:
-                blame = f" ({failure.plugin})" if failure.plugin else ""
-                where = failure.traceback_file.relative_to(summary.run_dir)
-                text.append(
-                    f"- {failure.stage} / `{failure.key}`{blame}: {failure.reason} "
-                    f"(traceback: `{where}`)"
-                )
-        text += [
-            "",
+    sections = (
+        (
+            summary.failed,
+            "Failures",
+            "Run the pipeline again to retry the failed units; finished ones are kept.",
+        ),
+        (
+            summary.recorded,
+            "Failed and recorded (the study went on)",
             "Their designs are marked failed with this reason in the stage's outputs; the "
             "next run retries them.",
-        ]
+        ),
+    )
+    for by_stage, heading, advice in sections:
+        if by_stage:
+            text += ["", f"## {heading}", ""]
+            text += [_failure_item(f, summary.run_dir) for fs in by_stage.values() for f in fs]
+            text += ["", advice]
     write_text(summary.summary_file, "\n".join(text) + "\n")

@@ -362,3 +362,11 @@ def test_a_hanging_evaluation_batch_is_recorded_with_its_timeout(write_pipeline,
     table = RunStore(summary.run_dir).shards("outcomes").table("SYN003__misbehaving", "outcomes")
     assert table["failed"].all()
     assert "did not finish within its timeout of 3 s" in table["failure_reason"][0]
+
+
+def test_run_command_reports_recorded_failures_and_exits_0(write_pipeline, registry, log_dir):
+    text = pipeline_text(log_dir, policy="record", behaviour="raise", only_patient="SYN003")
+    result = CliRunner().invoke(main, ["run", str(write_pipeline(text)), "--to", "simulate", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "recorded as failed, the study went on: 1 units in stage simulate" in result.output
+    assert f"simulate / SYN003__misbehaving [{LABEL}]" in result.output
