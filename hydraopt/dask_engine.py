@@ -48,9 +48,12 @@ JOBQUEUE_CLASSES = {
 }
 # Settings for the clusters hydraopt starts. A worker runs one task at a time (simulators and
 # the surrogate use their own threads), and a task with a timeout starts a child process,
-# which Python forbids in a daemonic process.
+# which Python forbids in a daemonic process. The scheduler hands a worker its next task only
+# when it is free (saturation 1.0, not Dask's 1.1, which queues a second task on a busy worker
+# while another may go idle): tasks here run seconds to minutes, so the wait costs nothing.
 CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": RETRIES_AFTER_DEATH,
+    "distributed.scheduler.worker-saturation": 1.0,
     "distributed.worker.daemon": False,
 }
 

@@ -25,7 +25,7 @@ from hydraopt.plugin_types import PluginSettings, SimulatorPlugin
 # screening fidelity (monodomain curves over the design, :mod:`.screening`); the time loop
 # compiled (same arithmetic). 2.3: a beat ends at quiescence; the plateau's step 0.25 ms;
 # designs of every coverage integrated together, curves refined per phi.
-VERSION = "2.7"
+VERSION = "2.6"
 
 
 class ReferenceEPSettings(PluginSettings):

@@ -62,10 +62,6 @@ PLATEAU_STEP_MS = 2.0
 REACTION_RATE_BOUND_PER_MS = 1.0 / TAU_IN_MS + 1.0 / TAU_OUT_MS
 # Steps stay within this share of the stability limit.
 STABILITY_MARGIN = 0.9
-# A design's eigenvalue bound is raised to the next power of this ratio before its steps are
-# chosen, so that designs alike in stiffness step alike and share the solver's lanes (a
-# step at most 9 % shorter than the design's own bound allows; assumed, for throughput).
-EIGENVALUE_RUNG = 2.0 ** (1.0 / 8.0)
 # A beat is over once every node is below this potential (and every stimulus is over): there
 # the ionic current h v^2 (1 - v) / tau_in - v / tau_out repolarises whatever the gate h <= 1
 # (it does for v < tau_in / tau_out), so no node can activate any more. Half that bound, as a
@@ -137,24 +133,6 @@ def time_stepping(largest_eigenvalue: float, largest_step_ms: float) -> tuple[in
     )
 
 
-def design_stepping(
-    largest_eigenvalues: np.ndarray, steps_ms: np.ndarray, plateau_steps_ms: np.ndarray
-) -> np.ndarray:
-    """Each design's (upstroke stages, upstroke step [ms], plateau stages, plateau step [ms])
-    [designs, 4], from its own eigenvalue bound raised to the next rung of
-    :data:`EIGENVALUE_RUNG` (a larger bound is as valid, and alike designs then step alike
-    and share lanes)."""
-    rung = np.ceil(np.log(largest_eigenvalues) / np.log(EIGENVALUE_RUNG) - 1e-12)
-    bounds = EIGENVALUE_RUNG**rung
-    kinds, of_kind = np.unique(
-        np.column_stack([bounds, steps_ms, plateau_steps_ms]), axis=0, return_inverse=True
-    )
-    stepping = np.array(
-        [(*time_stepping(b, s), *time_stepping(b, p)) for b, s, p in kinds], dtype=float
-    ).reshape(len(kinds), 4)
-    return stepping[of_kind.ravel()]
-
-
 @dataclass
 class Activation:
     """Activation and repolarisation times [nodes, designs] in ms (inf: never) and the end
@@ -215,19 +193,17 @@ def solve_activation(
     """Integrate each design from rest until every excitable node has activated (and, where
     ``repolarise``, per design, repolarised), until the heart is quiescent (no node can
     activate any more: block), or until ``max_time_ms``. The loop is compiled
-    (:mod:`.kernel`) and integrates lanes of a few designs, each lane with its own end.
-
-    Each design's steps and stages are its own (:func:`design_stepping`), never its lane
-    companions', so a design's result does not depend on which designs it was solved with
-    (the evaluation cache and a study split into evaluation tasks rely on this); a lane holds
-    designs with the same stepping, and a short lane repeats its designs."""
+    (:mod:`.kernel`) and integrates lanes of a few designs, each lane with its own steps and
+    stages (:func:`time_stepping`, for the stiffest of its designs) and its own end. A lane
+    lasts as long as its longest beat at its cheapest steps, so designs share lanes with their
+    likes: full beats with full beats, then by stiffness, then in the order given."""
     from hydraopt_simulators.ep.kernel import LANES, integrate
 
     n_nodes, n_designs = len(problem.mass), problem.n_designs
     stiffness = Stiffness(problem)
     order = stiffness.order
     steps, plateau_steps = problem.steps_ms()
-    stepping = design_stepping(problem.largest_eigenvalues(), steps, plateau_steps)
+    largest = problem.largest_eigenvalues()
     excitable = np.asarray(problem.excitable, dtype=bool)[order]
     mass = np.asarray(problem.mass, dtype=float)[order]
     onset_ms = np.asarray(problem.stimulus_ms, dtype=float)[order]
@@ -235,19 +211,13 @@ def solve_activation(
     times = np.full((n_nodes, n_designs), np.inf)
     repolarised = np.full((n_nodes, n_designs), np.inf)
     end_ms = 0.0
-    # Lanes of designs alike in stepping: full beats together, the longest steps first.
-    group = np.column_stack([~repolarise, -stepping[:, 3], -stepping[:, 1], stepping[:, [0, 2]]])
-    kinds, of_kind = np.unique(group, axis=0, return_inverse=True)
-    lanes = [
-        members[first : first + LANES]
-        for kind in range(len(kinds))
-        for members in [np.flatnonzero(of_kind.ravel() == kind)]
-        for first in range(0, len(members), LANES)
-    ]
-    for members in lanes:
+    alike = np.lexsort((np.arange(n_designs), -plateau_steps, -steps, largest, ~repolarise))
+    for first in range(0, n_designs, LANES):
+        members = alike[first : first + LANES]
         lane = np.resize(members, LANES)  # a short lane repeats its designs
         shared, own, own_row = stiffness.lane(lane)
-        upstroke_stages, upstroke_ms, plateau_stages, plateau_ms = stepping[members[0]]
+        upstroke_stages, upstroke_ms = time_stepping(largest[lane].max(), steps[lane].min())
+        plateau_stages, plateau_ms = time_stepping(largest[lane].max(), plateau_steps[lane].min())
         at = np.full((n_nodes, LANES), np.inf)
         rt = np.full((n_nodes, LANES), np.inf)
         t = integrate(
@@ -259,10 +229,10 @@ def solve_activation(
             mass,
             excitable,
             onset_ms,
-            float(upstroke_ms),
-            rkc.coefficients(int(upstroke_stages)),
-            float(plateau_ms),
-            rkc.coefficients(int(plateau_stages)),
+            upstroke_ms,
+            rkc.coefficients(upstroke_stages),
+            plateau_ms,
+            rkc.coefficients(plateau_stages),
             float(max_time_ms),
             repolarise[lane],
             TAU_IN_MS,
