@@ -184,12 +184,17 @@ def misbehaving(install_distribution):
     return PluginRegistry.discover()
 
 
-def test_a_lost_dask_worker_has_its_task_retried(tmp_path, misbehaving):
+def misbehaving_study(tmp_path, behaviour, timeout=""):
+    """The misbehaving simulator's study file, and the folder its plugin logs to."""
     log_dir = tmp_path / "log"
     log_dir.mkdir()
-    text = MISBEHAVING_STUDY.format(log_dir=log_dir, behaviour="die-once", timeout="")
     path = tmp_path / "pipeline.toml"
-    path.write_text(text)
+    path.write_text(MISBEHAVING_STUDY.format(log_dir=log_dir, behaviour=behaviour, timeout=timeout))
+    return path, log_dir
+
+
+def test_a_lost_dask_worker_has_its_task_retried(tmp_path, misbehaving):
+    path, log_dir = misbehaving_study(tmp_path, "die-once")
     summary = run_quietly(path, misbehaving, to_stage="simulate")
     # SYN002's worker killed itself once; the scheduler gave its task to a new worker.
     assert summary.ok and not summary.recorded
@@ -199,11 +204,7 @@ def test_a_lost_dask_worker_has_its_task_retried(tmp_path, misbehaving):
 
 
 def test_a_hanging_task_on_dask_is_stopped_at_its_timeout(tmp_path, misbehaving):
-    log_dir = tmp_path / "log"
-    log_dir.mkdir()
-    text = MISBEHAVING_STUDY.format(log_dir=log_dir, behaviour="hang", timeout="timeout_s = 3")
-    path = tmp_path / "pipeline.toml"
-    path.write_text(text)
+    path, log_dir = misbehaving_study(tmp_path, "hang", "timeout_s = 3")
     start = time.monotonic()
     summary = run_quietly(path, misbehaving, to_stage="simulate")
     assert time.monotonic() - start < 120

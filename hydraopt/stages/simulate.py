@@ -37,7 +37,14 @@ from hydraopt.stages.base import (
     report_cache_counts,
 )
 from hydraopt.stages.designs import load_space
-from hydraopt.store import Shard, h5_content_digest, read_h5_attrs, read_h5_table, write_h5
+from hydraopt.store import (
+    Shard,
+    ShardedArtifact,
+    h5_content_digest,
+    read_h5_attrs,
+    read_h5_table,
+    write_h5,
+)
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ def _run(context: StageContext) -> None:
     execution = context.config.execution
     cohort = Cohort.from_columns(store.tables("cohort").table("patients"))
     space = load_space(context)
-    designs = store.shards("designs")
+    designs, meshes = store.shards("designs"), store.shards("meshes")
     simulators = {loc[1]: (context.plugin(loc), loc) for loc in _simulator_locs(context.config)}
     units: list[Unit] = []
     # shard key -> its simulator and its tasks (key, rows), in row order
@@ -156,7 +163,7 @@ def _run(context: StageContext) -> None:
             for rows in design_batches(n_designs, execution.evaluation_batch):
                 key = batch_key(pid, name, rows, n_designs)
                 batches[shard][1].append((key, rows))
-                job = _job(context, patient, handle, loc, rows, n_designs, space)
+                job = _job(context, patient, handle, loc, rows, n_designs, space, meshes, designs)
                 units.append(
                     Unit(
                         key=key,
@@ -192,15 +199,16 @@ def _job(
     rows: tuple[int, int],
     n_designs: int,
     space: DesignSpace,
+    meshes: ShardedArtifact,
+    designs: ShardedArtifact,
 ) -> SimulationJob:
     store, pid = context.store, patient.patient_id
-    meshes = store.shards("meshes")
     key = batch_key(pid, handle.name, rows, n_designs)
     whole = rows == (0, n_designs)
     return SimulationJob(
         patient=patient,
         mesh_file=meshes.path(pid),
-        designs_file=store.shards("designs").path(pid),
+        designs_file=designs.path(pid),
         space=space,
         simulator=handle,
         scratch=context.scratch_dir() / key,
