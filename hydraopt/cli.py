@@ -96,6 +96,7 @@ def validate(pipeline_file: Path) -> None:
     problems = validate_inputs(pipeline, registry)
     if problems:
         raise ConfigError(problems)
+    _warn_environment(pipeline, registry)
     stages = ", ".join(s.name for s in enabled_stages(pipeline.config))
     click.echo(f"{pipeline_file}: valid; stages: {stages}; run directory: {pipeline.run_dir}")
 
@@ -147,6 +148,7 @@ def run(
     from hydraopt.progress import Reporter
 
     pipeline, registry = _load(pipeline_file)
+    _warn_environment(pipeline, registry)
     summary = run_pipeline(
         pipeline,
         registry,
@@ -199,6 +201,13 @@ def plugins(kind: str | None, show_settings: bool) -> None:
     console = Console(width=max(120, Console().width))
     console.print(table)
     _warn_broken(registry)
+
+
+def _warn_environment(pipeline: Any, registry: Any) -> None:
+    from hydraopt.validation import environment_warnings
+
+    for warning in environment_warnings(pipeline, registry):
+        click.echo(f"warning: {warning}; its evaluations will be recorded as failed", err=True)
 
 
 def _warn_broken(registry: Any) -> None:

@@ -390,6 +390,13 @@ class DatasetConfig(Section):
         default_factory=SplitFractions,
         description="Shares of patients in the train, validation and test splits.",
     )
+    simulators: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="The configured simulators whose outcomes make the dataset (default: "
+        "all). The others run only where the design engine's filters name them: FEBio and "
+        "openCARP validating finalists, say.",
+    )
 
 
 def _seeds_funnel() -> list[PluginChoice]:
@@ -584,6 +591,23 @@ class PipelineConfig(Section):
     )
     screen: ScreenConfig | None = Field(None, description="Stage 3: the design engine.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _dataset_simulators_are_configured(self) -> PipelineConfig:
+        chosen = self.dataset.simulators if self.dataset else None
+        unknown = [name for name in chosen or () if name not in self.simulators]
+        if unknown:
+            raise ValueError(
+                f"dataset.simulators names {unknown}, which have no [simulators.NAME] table "
+                f"(configured: {list(self.simulators)})"
+            )
+        return self
+
+    def dataset_simulators(self) -> list[str]:
+        """The simulators that simulate the dataset's designs: ``[dataset] simulators``, or
+        every configured one."""
+        chosen = self.dataset.simulators if self.dataset else None
+        return list(chosen) if chosen else list(self.simulators)
 
     def present_sections(self) -> list[str]:
         """Optional sections this file fills in (each switches on the stages that read it)."""

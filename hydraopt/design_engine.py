@@ -319,7 +319,9 @@ class _Finalists:
             return
         for name, values in columns.items():
             values = np.asarray(values)
-            if name not in self.added:
+            # A later link's column of another shape (a trajectory over other follow-up
+            # times) replaces the earlier one whole: broadcasting it in would corrupt both.
+            if name not in self.added or self.added[name].shape[1:] != values.shape[1:]:
                 self.added[name] = _missing(len(self.table), values)
             self.added[name][self.origin] = values
 

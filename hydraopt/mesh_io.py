@@ -125,3 +125,77 @@ def write_preview(mesh: PatientMesh, path: Path, title: str) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
     plt.close(figure)
+
+
+def write_xdmf_time_series(
+    points_m: np.ndarray,
+    tetrahedra: np.ndarray,
+    path: Path,
+    frames: list[tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]],
+    cell_data: dict[str, np.ndarray] | None = None,
+) -> None:
+    """A time series for ParaView: XDMF 3 (a temporal collection, in the layout meshio's
+    ``TimeSeriesReader`` reads) with its HDF5 beside it. The mesh is stored once with
+    ``cell_data``; each frame ``(time, point data, cell data)`` adds its fields. Both files
+    are written under temporary names, then renamed, so a killed run never leaves half a file.
+
+    (meshio's own ``TimeSeriesWriter`` puts the HDF5 file in the current directory, not
+    beside the XDMF, so it cannot write into a run directory from a worker.)"""
+    import h5py
+
+    path = Path(path)
+    heavy = path.with_suffix(".h5")
+    items: list[str] = []
+
+    def item(h5: h5py.File, name: str, values: np.ndarray) -> str:
+        values = np.ascontiguousarray(values)
+        h5.create_dataset(name, data=values)
+        kind = "Int" if values.dtype.kind in "iub" else "Float"
+        dims = " ".join(str(d) for d in values.shape)
+        return (
+            f'<DataItem DataType="{kind}" Dimensions="{dims}" Format="HDF" '
+            f'Precision="{values.dtype.itemsize}">{heavy.name}:/{name}</DataItem>'
+        )
+
+    def attribute(h5: h5py.File, name: str, values: np.ndarray, centre: str, key: str) -> str:
+        values = np.asarray(values)
+        shape = {1: "Scalar", 2: "Vector" if values.ndim == 2 and values.shape[1] == 3 else ""}
+        kind = shape.get(values.ndim, "") or "Matrix"
+        if kind == "Scalar" and values.dtype == bool:
+            values = values.astype(np.int8)
+        return (
+            f'<Attribute Name="{name}" AttributeType="{kind}" Center="{centre}">'
+            f"{item(h5, key, values)}</Attribute>"
+        )
+
+    with atomic_path(heavy) as temporary_heavy, h5py.File(temporary_heavy, "w") as h5:
+        geometry = item(h5, "mesh/points", np.asarray(points_m, dtype=float))
+        topology = item(h5, "mesh/tetrahedra", np.asarray(tetrahedra, dtype=np.int64))
+        static = "".join(
+            attribute(h5, name, values, "Cell", f"mesh/{name}")
+            for name, values in (cell_data or {}).items()
+        )
+        for k, (time_value, point_data, frame_cells) in enumerate(frames):
+            fields = "".join(
+                attribute(h5, name, values, "Node", f"frame{k}/{name}")
+                for name, values in point_data.items()
+            ) + "".join(
+                attribute(h5, name, values, "Cell", f"frame{k}/{name}")
+                for name, values in frame_cells.items()
+            )
+            items.append(
+                '<Grid><xi:include xpointer="xpointer(//Grid[@Name=&quot;mesh&quot;]'
+                '/*[self::Topology or self::Geometry])" />'
+                f'<Time Value="{float(time_value)!r}" />{static}{fields}</Grid>'
+            )
+    text = (
+        '<?xml version="1.0"?>\n<Xdmf Version="3.0" xmlns:xi="http://www.w3.org/2001/XInclude">'
+        '<Domain><Grid Name="TimeSeries" GridType="Collection" CollectionType="Temporal">'
+        + "".join(items)
+        + '</Grid><Grid Name="mesh" GridType="Uniform">'
+        f'<Geometry GeometryType="XYZ">{geometry}</Geometry>'
+        f'<Topology TopologyType="Tetrahedron" NumberOfElements="{len(tetrahedra)}">'
+        f"{topology}</Topology></Grid></Domain></Xdmf>\n"
+    )
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)

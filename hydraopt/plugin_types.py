@@ -165,6 +165,10 @@ class Simulator(Protocol):
     same patient, designs and settings; a design that cannot be evaluated is marked in
     ``Outcomes.failed`` with a reason rather than raising, so one bad design never stops a
     batch. ``workdir`` is an empty directory the simulator may use for its files.
+
+    Optional: ``environment_problems() -> list[str]``, what this machine lacks for the
+    simulator to run (an external program not found); ``hydraopt validate`` and ``run`` print
+    them as warnings, since the evaluations would still be recorded, as failed.
     """
 
     outputs: tuple[OutputSpec, ...]

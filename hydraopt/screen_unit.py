@@ -356,17 +356,34 @@ def _finalists(space: DesignSpace, result: ScreenResult) -> dict[str, np.ndarray
 def _trajectory_weeks(
     job: Any, predicted: tuple[OutputSpec, ...], contexts: _Contexts
 ) -> dict[str, list[float]]:
-    """Follow-up weeks of each trajectory column, from the simulators' settings (the
-    surrogate learnt its trajectories from theirs)."""
+    """Follow-up weeks of each trajectory column, from the simulators' settings. A
+    ``simulated_`` column holds the last link's results, so the simulator that ran last
+    decides its weeks; a ``predicted_`` one takes the weeks of a simulator whose trajectory
+    has the surrogate's shape (the surrogate learnt its trajectories from theirs)."""
+
+    def followup_of(name: str) -> list[float] | None:
+        followup = getattr(job.simulators[name].settings, "followup_weeks", None)
+        return None if followup is None else list(followup)
+
+    def outputs_of(name: str) -> tuple[OutputSpec, ...]:
+        return contexts.simulated.get(name) or job.simulators[name].build().outputs
+
     weeks: dict[str, list[float]] = {}
-    for name, handle in job.simulators.items():
-        followup = getattr(handle.settings, "followup_weeks", None)
-        outputs = contexts.simulated.get(name) or handle.build().outputs
-        for spec in outputs:
+    for name in list(contexts.simulated) or list(job.simulators):
+        followup = followup_of(name)
+        for spec in outputs_of(name):
             if followup is not None and spec.shape == (len(followup),):
-                weeks[f"simulated_{spec.name}"] = list(followup)
-                if any(p.name == spec.name for p in predicted):
-                    weeks[f"predicted_{spec.name}"] = list(followup)
+                weeks[f"simulated_{spec.name}"] = followup
+    for prediction in predicted:
+        for name in job.simulators:
+            followup = followup_of(name)
+            if (
+                followup is not None
+                and prediction.shape == (len(followup),)
+                and any(spec.name == prediction.name for spec in outputs_of(name))
+            ):
+                weeks[f"predicted_{prediction.name}"] = followup
+                break
     return weeks
 
 

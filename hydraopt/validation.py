@@ -60,6 +60,24 @@ def validate_inputs(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
     return problems
 
 
+def environment_warnings(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
+    """What this machine lacks for the configured simulators to run (their optional
+    ``environment_problems()``): warnings, not errors, since a study still runs and records
+    their evaluations as failed."""
+    warnings: list[str] = []
+    for name in pipeline.config.simulators:
+        loc = ("simulators", name)
+        handle = registry.handle("simulator", name, pipeline.plugin_settings[loc])
+        try:
+            simulator = handle.build_new()
+        except PluginFailure:  # reported as a problem by validate_inputs
+            continue
+        check = getattr(simulator, "environment_problems", None)
+        if callable(check):
+            warnings += [f"simulator {name!r}: {problem}" for problem in check()]
+    return warnings
+
+
 def _engine_problems(pipeline: Pipeline) -> list[str]:
     """What the execution engine needs that this machine lacks (a run would stop there)."""
     execution = pipeline.config.execution

@@ -169,3 +169,16 @@ def test_nan_and_infinity_are_refused_everywhere(write_pipeline):
         "n_patients = 3", "n_patients = 3\nchronic_fraction = nan"
     )
     assert hydraopt("validate", str(write_pipeline(text))).exit_code == 2
+
+
+def test_validate_warns_of_a_simulators_missing_program(write_pipeline, tmp_path, monkeypatch):
+    from conftest import QUICK_PIPELINE
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no febio4, no openCARP
+    tables = '\n[simulators.febio]\n\n[simulators.opencarp]\nexecutable = "/opt/none/openCARP"\n'
+    result = hydraopt("validate", str(write_pipeline(QUICK_PIPELINE + tables)))
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert "warning: simulator 'febio': 'febio4' is not on PATH" in result.output
+    assert "simulator 'opencarp': /opt/none/openCARP is not an executable file" in result.output
+    assert "recorded as failed" in result.output

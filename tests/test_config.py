@@ -264,3 +264,24 @@ def test_a_batch_system_cluster_needs_a_worker_count(write_pipeline):
     [problem] = problems_of(write_pipeline(text))
     assert "pipeline.toml:" in problem and "execution.workers" in problem
     assert "a slurm cluster starts as many workers as you ask for" in problem
+
+
+def test_the_dataset_is_simulated_by_the_simulators_it_names(write_pipeline, registry):
+    from hydraopt.stages.simulate import STAGE as SIMULATE
+
+    from conftest import QUICK_PIPELINE
+
+    tables = "\n[simulators.reference-mechanics]\n\n[simulators.febio]\n"
+    every = load_pipeline(write_pipeline(QUICK_PIPELINE + tables), registry).config
+    assert every.dataset_simulators() == ["reference-mechanics", "febio"]
+    chosen = QUICK_PIPELINE.replace(
+        'generator = { plugin = "sobol" }',
+        'generator = { plugin = "sobol" }\nsimulators = ["reference-mechanics"]',
+    )
+    config = load_pipeline(write_pipeline(chosen + tables), registry).config
+    assert config.dataset_simulators() == ["reference-mechanics"]
+    assert SIMULATE.plugins(config) == [("simulators", "reference-mechanics")]
+    unknown = chosen.replace('["reference-mechanics"]', '["reference-ep"]')
+    (problem,) = problems_of(write_pipeline(unknown + tables), registry)
+    assert "dataset.simulators names ['reference-ep']" in problem
+    assert "configured: ['reference-mechanics', 'febio']" in problem

@@ -90,15 +90,15 @@ class FakeSimulate:
 
     reads = ()
 
-    def __init__(self, keep):
-        self.keep = keep
+    def __init__(self, keep, follow_up=(0.25, 0.5, 1.0)):
+        self.keep, self.follow_up = keep, follow_up
 
     def select(self, candidates, context):
         n = len(candidates)
         x = candidates["id"] * 0.5
         columns = {
             "simulated_x": x,
-            "simulated_traj": np.outer(x, [0.25, 0.5, 1.0]),
+            "simulated_traj": np.outer(x, self.follow_up),
             "simulated_ok": np.ones(n, dtype=bool),
             "sim_rank": np.arange(n, dtype=np.int64),
         }
@@ -353,6 +353,29 @@ def test_finalists_record_how_far_each_got_and_the_columns_later_links_added():
     assert finalists["id"][result.chosen] == best_five[0]
     assert last.seen[0]["id"][-1] == best_five[0]
     assert result.metrics == {"simulated": 20}
+
+
+def test_a_later_link_with_another_trajectory_shape_replaces_the_column_whole():
+    """FEBio validating with one follow-up time after the reference mechanics' four: the
+    finalists' column is the later link's, never the earlier one with the new values
+    broadcast into it."""
+    designs, columns = candidate_data()
+    result, _, _ = run(
+        [
+            threshold(1, min={"a": -0.5}),
+            top_percent(2, 10.0),
+            link(3, "reference", FakeSimulate(keep=10, follow_up=(0.25, 0.5, 1.0, 2.0))),
+            link(4, "febio", FakeSimulate(keep=3, follow_up=(1.0,))),
+        ],
+        columns,
+        designs,
+    )
+    finalists = result.finalists
+    trajectory = finalists["simulated_traj"]
+    assert trajectory.shape == (len(finalists), 1)
+    reached = result.last_link == 4
+    np.testing.assert_array_equal(trajectory[reached, 0], finalists["id"][reached] * 0.5)
+    assert np.isnan(trajectory[~reached]).all()
 
 
 def test_finalists_start_at_the_first_link_with_few_enough_entrants(monkeypatch):

@@ -321,3 +321,31 @@ def test_a_chain_that_cannot_work_is_refused_before_anything_runs(
         run_quietly(path, registry)
     assert any(all(part in p for part in expected) for p in refused.value.problems)
     assert not (tmp_path / "runs").exists()
+
+
+def test_trajectory_weeks_follow_the_simulator_that_ran_last_and_the_surrogates_shape():
+    """Reference mechanics (four follow-up times) screens, FEBio (one) validates: the
+    simulated trajectory is FEBio's, the predicted one the reference's, whose data the
+    surrogate learnt."""
+    from types import SimpleNamespace
+
+    from hydraopt.domain import OutputSpec
+    from hydraopt.screen_unit import _trajectory_weeks
+
+    def handle(weeks):
+        spec = OutputSpec("delta_ef_trajectory_pct", "%-points", "", shape=(len(weeks),))
+        outputs = (spec, OutputSpec("delta_ef_pct", "%-points", ""))
+        settings = SimpleNamespace(followup_weeks=weeks)
+        return SimpleNamespace(settings=settings, build=lambda: SimpleNamespace(outputs=outputs))
+
+    reference, febio = handle([1.0, 4.0, 12.0, 26.0]), handle([12.0])
+    job = SimpleNamespace(simulators={"reference-mechanics": reference, "febio": febio})
+    contexts = SimpleNamespace(
+        simulated={name: h.build().outputs for name, h in job.simulators.items()}
+    )
+    predicted = (OutputSpec("delta_ef_trajectory_pct", "%-points", "", shape=(4,)),)
+    weeks = _trajectory_weeks(job, predicted, contexts)
+    assert weeks == {
+        "simulated_delta_ef_trajectory_pct": [12.0],
+        "predicted_delta_ef_trajectory_pct": [1.0, 4.0, 12.0, 26.0],
+    }

@@ -51,7 +51,7 @@ def _run(context: StageContext) -> None:
     space = load_space(context)
     designs = store.shards("designs")
     outcomes = store.shards("outcomes")
-    simulators = list(config.simulators)
+    simulators = config.dataset_simulators()
     specs = _output_specs(outcomes, simulators)
     parts: list[dict[str, dict[str, np.ndarray]]] = []
     left_out: Counter[str] = Counter()
@@ -235,7 +235,7 @@ def _preflight(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
     problems: list[str] = []
     producers: dict[str, list[str]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    for name in config.simulators:
+    for name in config.dataset_simulators():
         loc = ("simulators", name)
         choice = next(c for c in config.plugin_choices() if c[0] == loc)
         handle = registry.handle(choice[1], choice[2], pipeline.plugin_settings[loc])
@@ -279,7 +279,7 @@ def _depends_on(config: PipelineConfig) -> Any:
     return {
         "is_optimal": dict(config.dataset.is_optimal),
         "splits": config.dataset.splits.named(),
-        "simulators": list(config.simulators),
+        "simulators": config.dataset_simulators(),
     }
 
 

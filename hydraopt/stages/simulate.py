@@ -141,7 +141,7 @@ def design_batches(n_designs: int, batch: int) -> list[tuple[int, int]]:
 
 
 def _simulator_locs(config: PipelineConfig) -> list[tuple[str, str]]:
-    return [("simulators", name) for name in config.simulators]
+    return [("simulators", name) for name in config.dataset_simulators()]
 
 
 def _run(context: StageContext) -> None:

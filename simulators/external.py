@@ -1,0 +1,192 @@
+"""Running an external simulation program (FEBio, openCARP) as a subprocess, failure as data.
+
+Both adapters write their input files into a folder of their own per evaluation, run the
+program there with an argument list (never a shell), a timeout and the output captured to a
+log file, and read its output files back. Whatever goes wrong with one evaluation (the program
+is missing, it hangs, it ends in error, its output is missing or malformed) becomes an
+:class:`EvaluationFailure` of a named kind with an excerpt of the program's log: the adapter
+records the design as failed with that reason, and the study goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from hydraopt.domain import Outcomes, OutputSpec
+
+FailureKind = Literal[
+    "missing-executable", "timeout", "error-termination", "missing-output", "malformed-output"
+]
+EXCERPT_LINES = 12  # lines of the program's log kept in a failure's reason
+LOG_NAME = "program.log"
+
+
+@dataclass(frozen=True)
+class EvaluationFailure(Exception):
+    """One evaluation that gave no result: ``kind`` says which way it failed, ``message``
+    what happened, ``log_excerpt`` the end of the program's output (may be empty)."""
+
+    kind: FailureKind
+    message: str
+    log_excerpt: str = ""
+
+    def __str__(self) -> str:
+        return self.reason()
+
+    def reason(self) -> str:
+        """The design's failure reason: the kind, the message and the log's last lines."""
+        text = f"{self.kind}: {self.message}"
+        if self.log_excerpt:
+            text += " | log: " + " / ".join(self.log_excerpt.splitlines())
+        return text
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """A finished run of the program: its exit status, wall time and log."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    wall_s: float
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def excerpt(self) -> str:
+        return log_excerpt(self.log_text())
+
+
+def log_excerpt(text: str, lines: int = EXCERPT_LINES) -> str:
+    """The last ``lines`` non-blank lines of a log, stripped."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def resolve_executable(executable: str) -> str:
+    """The program's path: ``executable`` as given when it names a file, else looked up on
+    PATH. A program that cannot be found is a ``missing-executable`` failure."""
+    if os.sep in executable or (os.altsep and os.altsep in executable):
+        path = Path(executable).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path.resolve())
+        raise EvaluationFailure("missing-executable", f"{executable} is not an executable file")
+    found = shutil.which(executable)
+    if found is None:
+        raise EvaluationFailure(
+            "missing-executable",
+            f"{executable!r} is not on PATH; install it or set the plugin's 'executable' "
+            "setting to its full path",
+        )
+    return found
+
+
+def missing_program(launcher: Sequence[str], executable: str) -> list[str]:
+    """What keeps ``launcher + [executable]`` from starting (the programs not found): what a
+    simulator's ``environment_problems()`` reports."""
+    problems = []
+    for program in (*launcher[:1], executable):
+        try:
+            resolve_executable(program)
+        except EvaluationFailure as failure:
+            problems.append(failure.message)
+    return problems
+
+
+def run_program(
+    argv: Sequence[str], workdir: Path, timeout_s: float, log_name: str = LOG_NAME
+) -> ProgramRun:
+    """Run ``argv`` in ``workdir`` with stdout and stderr to ``workdir/log_name``.
+
+    The program runs in a session of its own, so that at the timeout it is killed with every
+    process it started (an MPI launcher's ranks, a shell's children). A timeout is an
+    :class:`EvaluationFailure` of kind ``timeout``; any exit status is returned, not judged:
+    each program says success its own way.
+    """
+    executable = resolve_executable(argv[0])
+    command = (executable, *argv[1:])
+    log_path = Path(workdir) / log_name
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:  # not executable, wrong format
+            raise EvaluationFailure(
+                "missing-executable", f"{executable} could not be started: {exc}"
+            ) from None
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_session(process)
+            raise EvaluationFailure(
+                "timeout",
+                f"{Path(executable).name} ran past its {timeout_s:g} s timeout and was killed",
+                log_excerpt(log_path.read_text(errors="replace")),
+            ) from None
+        except BaseException:  # interrupted: never leave the program running
+            _kill_session(process)
+            raise
+    return ProgramRun(command, returncode, time.perf_counter() - started, log_path)
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def write_failures(workdir: Path, failures: dict[int, EvaluationFailure]) -> None:
+    """``failures.json`` in ``workdir``: every failed evaluation's kind, message and log
+    excerpt, by the design's row in the batch."""
+    if not failures:
+        return
+    records = {str(row): asdict(failure) for row, failure in sorted(failures.items())}
+    (Path(workdir) / "failures.json").write_text(json.dumps(records, indent=2) + "\n")
+
+
+def evaluate_rows(
+    outputs: Sequence[OutputSpec],
+    n: int,
+    rows: Sequence[int],
+    evaluate_row: Callable[[int], Mapping[str, float | np.ndarray]],
+    failed: np.ndarray,
+    reasons: np.ndarray,
+    workdir: Path,
+) -> Outcomes:
+    """Outcomes of ``n`` designs, evaluating each of ``rows`` with ``evaluate_row(row)`` (its
+    outputs by name). ``failed``/``reasons`` come in with the designs already failed (outside
+    their polymer's ranges); an evaluation that raises :class:`EvaluationFailure` is failed
+    with its reason, and all such failures are written to ``workdir/failures.json``."""
+    values = {spec.name: np.full((n, *spec.shape), np.nan) for spec in outputs}
+    failed, reasons = failed.copy(), reasons.copy()
+    failures: dict[int, EvaluationFailure] = {}
+    for row in rows:
+        try:
+            result = evaluate_row(int(row))
+        except EvaluationFailure as failure:
+            failures[int(row)] = failure
+            failed[row], reasons[row] = True, failure.reason()
+            continue
+        for name, value in result.items():
+            values[name][row] = value
+    write_failures(workdir, failures)
+    return Outcomes(tuple(outputs), values, failed, reasons)
