@@ -243,7 +243,9 @@ class _Contexts:
             if self.job.cache is not None and self.job.mesh_digest:
                 cache = (self.job.cache, self.job.mesh_digest)
             self.built[key] = _CheckedSimulator(handle, cache)
-            self.simulated[name] = self.built[key].outputs
+        # Most recently used last: a link's simulated_* columns replace an earlier link's.
+        self.simulated.pop(name, None)
+        self.simulated[name] = self.built[key].outputs
         return self.built[key]
 
 
@@ -357,9 +359,10 @@ def _trajectory_weeks(
     job: Any, predicted: tuple[OutputSpec, ...], contexts: _Contexts
 ) -> dict[str, list[float]]:
     """Follow-up weeks of each trajectory column, from the simulators' settings. A
-    ``simulated_`` column holds the last link's results, so the simulator that ran last
-    decides its weeks; a ``predicted_`` one takes the weeks of a simulator whose trajectory
-    has the surrogate's shape (the surrogate learnt its trajectories from theirs)."""
+    ``simulated_`` column holds the last link's results, so the simulator used last decides
+    its weeks; a ``predicted_`` one takes the weeks of a simulator that made the dataset (the
+    surrogate learnt its trajectories from theirs) whose trajectory has the surrogate's
+    shape."""
 
     def followup_of(name: str) -> list[float] | None:
         followup = getattr(job.simulators[name].settings, "followup_weeks", None)
@@ -375,7 +378,7 @@ def _trajectory_weeks(
             if followup is not None and spec.shape == (len(followup),):
                 weeks[f"simulated_{spec.name}"] = followup
     for prediction in predicted:
-        for name in job.simulators:
+        for name in job.dataset_simulators or tuple(job.simulators):
             followup = followup_of(name)
             if (
                 followup is not None

@@ -14,11 +14,11 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,20 +27,26 @@ import numpy as np
 from hydraopt.domain import Outcomes, OutputSpec
 
 FailureKind = Literal[
-    "missing-executable", "timeout", "error-termination", "missing-output", "malformed-output"
+    "missing-executable",
+    "timeout",
+    "error-termination",
+    "missing-output",
+    "malformed-output",
+    "unexpected-error",
 ]
 EXCERPT_LINES = 12  # lines of the program's log kept in a failure's reason
+TRACEBACK_LINES = 6  # of an unexpected error's traceback, in its reason
+TERMINATE_GRACE_S = 5.0  # from SIGTERM to SIGKILL: an MPI launcher passes SIGTERM on to its ranks
 LOG_NAME = "program.log"
 
 
-@dataclass(frozen=True)
 class EvaluationFailure(Exception):
     """One evaluation that gave no result: ``kind`` says which way it failed, ``message``
     what happened, ``log_excerpt`` the end of the program's output (may be empty)."""
 
-    kind: FailureKind
-    message: str
-    log_excerpt: str = ""
+    def __init__(self, kind: FailureKind, message: str, log_excerpt: str = "") -> None:
+        super().__init__(kind, message, log_excerpt)
+        self.kind, self.message, self.log_excerpt = kind, message, log_excerpt
 
     def __str__(self) -> str:
         return self.reason()
@@ -51,6 +57,9 @@ class EvaluationFailure(Exception):
         if self.log_excerpt:
             text += " | log: " + " / ".join(self.log_excerpt.splitlines())
         return text
+
+    def record(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message, "log_excerpt": self.log_excerpt}
 
 
 @dataclass(frozen=True)
@@ -110,9 +119,11 @@ def run_program(
 ) -> ProgramRun:
     """Run ``argv`` in ``workdir`` with stdout and stderr to ``workdir/log_name``.
 
-    The program runs in a session of its own, so that at the timeout it is killed with every
-    process it started (an MPI launcher's ranks, a shell's children). A timeout is an
-    :class:`EvaluationFailure` of kind ``timeout``; any exit status is returned, not judged:
+    The program stays in the caller's process group, so that when hydraopt stops a task (its
+    ``timeout_s``, a lost worker) the program goes with it. At this run's own timeout the
+    program and every process it started are sent SIGTERM (an MPI launcher passes it on to
+    its ranks), then SIGKILL after :data:`TERMINATE_GRACE_S`; that is an
+    :class:`EvaluationFailure` of kind ``timeout``. Any exit status is returned, not judged:
     each program says success its own way.
     """
     executable = resolve_executable(argv[0])
@@ -122,12 +133,7 @@ def run_program(
     with open(log_path, "wb") as log:
         try:
             process = subprocess.Popen(
-                command,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         except OSError as exc:  # not executable, wrong format
             raise EvaluationFailure(
@@ -136,30 +142,45 @@ def run_program(
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_session(process)
+            _terminate_tree(process)
             raise EvaluationFailure(
                 "timeout",
                 f"{Path(executable).name} ran past its {timeout_s:g} s timeout and was killed",
                 log_excerpt(log_path.read_text(errors="replace")),
             ) from None
         except BaseException:  # interrupted: never leave the program running
-            _kill_session(process)
+            _terminate_tree(process)
             raise
     return ProgramRun(command, returncode, time.perf_counter() - started, log_path)
 
 
-def _kill_session(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+def _terminate_tree(process: subprocess.Popen) -> None:
+    """SIGTERM the program and its descendants, then SIGKILL what is left."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(process.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        process.wait()
+        return
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=TERMINATE_GRACE_S)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=TERMINATE_GRACE_S)
     process.wait()
 
 
-def write_failures(workdir: Path, failures: dict[int, EvaluationFailure]) -> None:
+def write_failures(workdir: Path, failures: Mapping[str, EvaluationFailure]) -> None:
     """``failures.json`` in ``workdir``: every failed evaluation's kind, message and log
-    excerpt, by the design's row in the batch."""
+    excerpt, by the design's row in the batch (or ``"all"`` for what failed them all)."""
     if not failures:
         return
-    records = {str(row): asdict(failure) for row, failure in sorted(failures.items())}
+    records = {key: failure.record() for key, failure in failures.items()}
     (Path(workdir) / "failures.json").write_text(json.dumps(records, indent=2) + "\n")
 
 
@@ -174,19 +195,44 @@ def evaluate_rows(
 ) -> Outcomes:
     """Outcomes of ``n`` designs, evaluating each of ``rows`` with ``evaluate_row(row)`` (its
     outputs by name). ``failed``/``reasons`` come in with the designs already failed (outside
-    their polymer's ranges); an evaluation that raises :class:`EvaluationFailure` is failed
-    with its reason, and all such failures are written to ``workdir/failures.json``."""
+    their polymer's ranges). An evaluation that raises :class:`EvaluationFailure` is failed
+    with its reason; one that raises anything else too (``unexpected-error``, with the end of
+    its traceback): one design's surprise must not throw away the batch's finished runs. All
+    such failures are written to ``workdir/failures.json``."""
     values = {spec.name: np.full((n, *spec.shape), np.nan) for spec in outputs}
     failed, reasons = failed.copy(), reasons.copy()
-    failures: dict[int, EvaluationFailure] = {}
+    failures: dict[str, EvaluationFailure] = {}
     for row in rows:
         try:
             result = evaluate_row(int(row))
         except EvaluationFailure as failure:
-            failures[int(row)] = failure
-            failed[row], reasons[row] = True, failure.reason()
+            failures[str(row)] = failure
+        except Exception as exc:
+            failures[str(row)] = EvaluationFailure(
+                "unexpected-error",
+                f"{type(exc).__name__}: {exc}",
+                log_excerpt(traceback.format_exc(), TRACEBACK_LINES),
+            )
+        else:
+            for name, value in result.items():
+                values[name][row] = value
             continue
-        for name, value in result.items():
-            values[name][row] = value
+        failed[row], reasons[row] = True, failures[str(row)].reason()
     write_failures(workdir, failures)
     return Outcomes(tuple(outputs), values, failed, reasons)
+
+
+def all_failed(
+    outputs: Sequence[OutputSpec],
+    reasons: np.ndarray,
+    workdir: Path,
+    failure: EvaluationFailure | None = None,
+) -> Outcomes:
+    """Every design failed, each with its reason (what kept the whole batch from running: a
+    patient the model cannot represent, a failed run of the untreated heart); ``failure``,
+    when given, is written to ``workdir/failures.json`` as ``"all"``."""
+    n = len(reasons)
+    values = {spec.name: np.full((n, *spec.shape), np.nan) for spec in outputs}
+    if failure is not None:
+        write_failures(workdir, {"all": failure})
+    return Outcomes(tuple(outputs), values, np.ones(n, dtype=bool), reasons.astype(object))

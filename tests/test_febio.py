@@ -284,7 +284,10 @@ def test_a_stand_in_run_gives_every_output_and_keeps_its_files(
     with meshio.xdmf.TimeSeriesReader(design / "fields.xdmf") as reader:
         reader.read_points_cells()
         _, point_data, cell_data = reader.read_data(1)
-    assert point_data["displacement_mm"].shape == (len(coarse_mesh.points_m), 3)
+    # Metres, as the geometry: the displaced heart is a heart, not a thousandfold caricature.
+    displacement = point_data["displacement_m"]
+    assert displacement.shape == (len(coarse_mesh.points_m), 3)
+    assert 1e-4 < np.abs(displacement).max() < 0.05
     assert "myocyte_fibre_stress_kpa" in cell_data
     assert json.loads((tmp_path / "work" / "loading.json").read_text())["edp_mmhg"] > 0
 
@@ -394,8 +397,69 @@ def test_the_runner_reports_a_missing_path_and_keeps_the_exit_status(tmp_path):
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="endpoint_weeks"):
         FEBioSettings(followup_weeks=[1.0, 4.0], endpoint_weeks=12.0)
-    with pytest.raises(ValueError):
-        FEBioSettings(solver="pardiso")
+    with pytest.raises(ValueError, match="run_timeout_s"):
+        FEBioSettings(run_timeout_s=0.0)
+    with pytest.raises(ValueError, match="executable"):
+        FEBioSettings(executable="")
+
+
+def test_the_program_stays_in_the_callers_process_group(tmp_path):
+    """So that hydraopt, stopping a task past its timeout_s (killing the worker's process
+    group), stops the program with it."""
+    run = run_program([sys.executable, "-c", "import os; print(os.getpgid(0))"], tmp_path, 30)
+    assert int(run.log_text().split()[-1]) == os.getpgid(0)
+
+
+def test_a_timeout_kills_the_programs_descendants_even_in_their_own_session(tmp_path):
+    script = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        "open('pids', 'w').write(f'{os.getpid()} {child.pid}')\n"
+        "time.sleep(600)\n"
+    )
+    with pytest.raises(EvaluationFailure) as raised:
+        run_program([sys.executable, "-c", script], tmp_path, 3.0)
+    assert raised.value.kind == "timeout"
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_an_unexpected_error_fails_its_design_not_the_batch(tmp_path):
+    from hydraopt.domain import OutputSpec
+    from hydraopt_simulators.external import evaluate_rows
+
+    def evaluate(row):
+        if row == 1:
+            raise ZeroDivisionError("float division by zero")
+        return {"x": float(row)}
+
+    outcomes = evaluate_rows(
+        (OutputSpec("x", "1", ""),),
+        3,
+        [0, 1, 2],
+        evaluate,
+        np.zeros(3, bool),
+        np.full(3, "", object),
+        tmp_path,
+    )
+    assert outcomes.failed.tolist() == [False, True, False]
+    assert outcomes["x"][[0, 2]].tolist() == [0.0, 2.0]
+    assert outcomes.failure_reason[1].startswith(
+        "unexpected-error: ZeroDivisionError: float division by zero"
+    )
+    written = json.loads((tmp_path / "failures.json").read_text())
+    assert "raise ZeroDivisionError" in written["1"]["log_excerpt"]
+
+
+def test_a_failure_crosses_a_process_boundary():
+    import pickle
+
+    failure = EvaluationFailure("timeout", "ran past 3 s", "last line")
+    copy = pickle.loads(pickle.dumps(failure))
+    assert (copy.kind, copy.message, copy.log_excerpt) == ("timeout", "ran past 3 s", "last line")
 
 
 def test_the_plugin_is_registered():

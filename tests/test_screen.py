@@ -339,9 +339,14 @@ def test_trajectory_weeks_follow_the_simulator_that_ran_last_and_the_surrogates_
         return SimpleNamespace(settings=settings, build=lambda: SimpleNamespace(outputs=outputs))
 
     reference, febio = handle([1.0, 4.0, 12.0, 26.0]), handle([12.0])
-    job = SimpleNamespace(simulators={"reference-mechanics": reference, "febio": febio})
+    other = handle([2.0, 8.0, 16.0, 30.0])  # configured first, but not in the dataset
+    job = SimpleNamespace(
+        simulators={"other": other, "reference-mechanics": reference, "febio": febio},
+        dataset_simulators=("reference-mechanics",),
+    )
+    used = ("reference-mechanics", "febio")
     contexts = SimpleNamespace(
-        simulated={name: h.build().outputs for name, h in job.simulators.items()}
+        simulated={name: job.simulators[name].build().outputs for name in used}
     )
     predicted = (OutputSpec("delta_ef_trajectory_pct", "%-points", "", shape=(4,)),)
     weeks = _trajectory_weeks(job, predicted, contexts)
@@ -349,3 +354,23 @@ def test_trajectory_weeks_follow_the_simulator_that_ran_last_and_the_surrogates_
         "simulated_delta_ef_trajectory_pct": [12.0],
         "predicted_delta_ef_trajectory_pct": [1.0, 4.0, 12.0, 26.0],
     }
+
+
+def test_the_simulator_a_link_used_last_is_the_last_one_recorded(tmp_path):
+    """ref -> febio -> ref again: the final simulated columns are the reference's, so its
+    follow-up weeks label them."""
+    from types import SimpleNamespace
+
+    from hydraopt.registry import PluginRegistry
+    from hydraopt.screen_unit import _Contexts
+
+    registry = PluginRegistry.discover()
+    handles = {
+        name: registry.handle("simulator", name, registry.validate_settings("simulator", name, {}))
+        for name in ("reference-mechanics", "febio")
+    }
+    job = SimpleNamespace(simulators=handles, cache=None, mesh_digest="", workdir=tmp_path)
+    contexts = _Contexts(job, mesh=object())
+    for name in ("reference-mechanics", "febio", "reference-mechanics"):
+        contexts.simulator(name, None)
+    assert list(contexts.simulated) == ["febio", "reference-mechanics"]

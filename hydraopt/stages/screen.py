@@ -45,6 +45,8 @@ class ScreenJob:
     generator: PluginHandle
     filters: tuple[tuple[PluginHandle, dict[str, Any]], ...]
     simulators: dict[str, PluginHandle]
+    # The simulators whose outcomes the surrogate learnt (its trajectories' follow-up times).
+    dataset_simulators: tuple[str, ...]
     proposals: dict[str, np.ndarray] | None
     screen: ScreenConfig
     reward: RewardConfig
@@ -108,6 +110,7 @@ def _run(context: StageContext) -> None:
             generator=context.plugin(("screen", "generator")),
             filters=filters,
             simulators=simulators,
+            dataset_simulators=tuple(config.dataset_simulators()),
             proposals=proposals.get(pid),
             screen=config.screen,
             reward=config.reward,

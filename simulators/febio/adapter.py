@@ -7,7 +7,8 @@ whose filling to the end-diastolic pressure is the patient's mesh); then per des
 follow-up time a FEBio model with the gel as it is then (:mod:`.lv_model`, :mod:`.feb_file`)
 is filled to end-diastole and contracted to end-systole at the pressures of the patient's
 calibrated untreated beat in reference-mechanics. The untreated heart is run alike at each
-follow-up time, once per patient, and every difference is treated minus untreated.
+follow-up time, once per patient (per evaluation task), and every difference is treated minus
+untreated.
 
 Each run has its own folder (``design_00003/weeks_12/``: ``model.feb``, FEBio's log and data
 files) and is read back from FEBio's logfile data (:mod:`.run`). A run that cannot be had
@@ -23,7 +24,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,7 +36,12 @@ from hydraopt.plugin_types import SimulatorPlugin
 from hydraopt_simulators.mechanics.reference import (
     ReferenceMechanics,
     ReferenceMechanicsSettings,
+    mesh_fingerprint,
 )
+
+if TYPE_CHECKING:
+    from hydraopt_simulators.febio.lv_model import HeartState, Loading
+    from hydraopt_simulators.hydrogel import GelState
 
 VERSION = "1.0"
 
@@ -93,9 +99,9 @@ class Untreated:
     """A patient's untreated heart: the loads, the unloaded geometry (None: the mesh) and
     its state at each follow-up time."""
 
-    loading: Any
+    loading: Loading
     reference: np.ndarray | None
-    states: dict[float, Any]
+    states: dict[float, HeartState]
 
 
 class FEBio:
@@ -113,6 +119,7 @@ class FEBio:
             )
         )
         self.outputs = self._reference.outputs
+        self._hearts: dict[tuple[Patient, str], Untreated] = {}
 
     def environment_problems(self) -> list[str]:
         """The program missing from this machine, if it is."""
@@ -124,24 +131,22 @@ class FEBio:
         self, patient: Patient, mesh: PatientMesh, designs: DesignBatch, workdir: Path
     ) -> Outcomes:
         from hydraopt.errors import DataError
-        from hydraopt_simulators.external import EvaluationFailure, evaluate_rows
+        from hydraopt_simulators.external import EvaluationFailure, all_failed, evaluate_rows
         from hydraopt_simulators.hydrogel import polymer_feasibility
 
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         infeasible, reasons = polymer_feasibility(designs)
-
-        def every_design_failed(reason: str) -> Outcomes:
-            failed = np.ones(len(designs), dtype=bool)
-            why = np.where(infeasible, reasons, reason).astype(object)
-            return evaluate_rows(self.outputs, len(designs), [], _never, failed, why, workdir)
-
+        rows = np.flatnonzero(~infeasible)
+        if not len(rows):  # nothing FEBio could run
+            return all_failed(self.outputs, reasons, workdir)
         try:
             heart = self._untreated_heart(patient, mesh, workdir)
         except DataError as exc:  # the model cannot represent this patient
-            return every_design_failed(str(exc))
+            return all_failed(self.outputs, np.where(infeasible, reasons, str(exc)), workdir)
         except EvaluationFailure as failure:  # no untreated heart: no differences
-            return every_design_failed("untreated heart: " + failure.reason())
+            why = np.where(infeasible, reasons, "untreated heart: " + failure.reason())
+            return all_failed(self.outputs, why, workdir, failure)
 
         def evaluate(row: int) -> dict[str, float | np.ndarray]:
             design = designs.take(np.array([row]))
@@ -149,7 +154,6 @@ class FEBio:
                 patient, mesh, design, heart, workdir / f"design_{row:05d}"
             )
 
-        rows = np.flatnonzero(~infeasible)
         return evaluate_rows(
             self.outputs, len(designs), rows, evaluate, infeasible, reasons, workdir
         )
@@ -157,7 +161,14 @@ class FEBio:
     def _untreated_heart(self, patient: Patient, mesh: PatientMesh, workdir: Path) -> Untreated:
         """The loads, the unloaded geometry and the untreated heart at every follow-up time,
         each written to ``workdir`` (``loading.json``, ``unloading.json``,
-        ``untreated.json``)."""
+        ``untreated.json``); computed once per patient and mesh by this simulator object
+        (a design engine's link reuses it; each evaluation task builds its own)."""
+        key = (patient, mesh_fingerprint(mesh))
+        if key not in self._hearts:
+            self._hearts[key] = self._new_untreated_heart(patient, mesh, workdir)
+        return self._hearts[key]
+
+    def _new_untreated_heart(self, patient: Patient, mesh: PatientMesh, workdir: Path) -> Untreated:
         from hydraopt_simulators.febio.lv_model import Loading
         from hydraopt_simulators.febio.unloading import unloaded_geometry
         from hydraopt_simulators.mechanics.myocardium import infarct_stiffness_ratio
@@ -174,7 +185,7 @@ class FEBio:
         heart = Untreated(loading, reference, {})
         for weeks in self.settings.followup_weeks:
             folder = workdir / "untreated" / _weeks_folder(weeks)
-            heart.states[weeks] = self._run(patient, mesh, None, weeks, heart, folder)
+            heart.states[weeks] = self._run(patient, mesh, weeks, heart, folder)
         _write_json(
             workdir / "untreated.json",
             {
@@ -200,9 +211,9 @@ class FEBio:
             gel = gel_state(design, patient.wall_thickness_mm, weeks)
             base = heart.states[weeks]
             if gel.present[0]:
-                state = self._run(
-                    patient, mesh, design, weeks, heart, folder / _weeks_folder(weeks)
-                )
+                coverage = COVERAGE_PATTERNS[int(design.coverage_index[0])]
+                folder_at = folder / _weeks_folder(weeks)
+                state = self._run(patient, mesh, weeks, heart, folder_at, coverage, gel)
             else:  # the gel is gone: the untreated heart, not run again
                 state = base
             trajectory.append(state.ef_pct - base.ef_pct)
@@ -223,19 +234,25 @@ class FEBio:
             "delta_ef_trajectory_pct": np.array(trajectory),
         }
 
-    def _run(self, patient, mesh, design, weeks, heart: Untreated, folder: Path):
-        """One FEBio run of the heart with ``design``'s gel (None: untreated) ``weeks``
-        after injection: writes the model, runs FEBio, reads the heart's state."""
+    def _run(
+        self,
+        patient: Patient,
+        mesh: PatientMesh,
+        weeks: float,
+        heart: Untreated,
+        folder: Path,
+        coverage: str | None = None,
+        gel: GelState | None = None,
+    ) -> HeartState:
+        """One FEBio run of the heart ``weeks`` after injection, with ``gel`` (a one-design
+        :class:`GelState`) over ``coverage``, or untreated: writes the model, runs FEBio,
+        reads the heart's state."""
         from hydraopt_simulators.febio.run import run_febio
-        from hydraopt_simulators.hydrogel import gel_state
         from hydraopt_simulators.mechanics.myocardium import infarct_stiffness_ratio
 
         ratio = float(infarct_stiffness_ratio(patient.infarct_age_days + 7.0 * weeks))
-        if design is None:
-            treated, g, modulus = None, 0.0, 0.0
-        else:
-            gel = gel_state(design, patient.wall_thickness_mm, weeks)
-            coverage = COVERAGE_PATTERNS[int(design.coverage_index[0])]
+        treated, g, modulus = None, 0.0, 0.0
+        if gel is not None and coverage is not None:
             treated = mesh.treated(coverage)
             g, modulus = float(gel.thickness_ratio[0]), float(gel.modulus_kpa[0])
         return run_febio(
@@ -249,10 +266,6 @@ def _write_json(path: Path, record: dict) -> None:
 
 def _weeks_folder(weeks: float) -> str:
     return f"weeks_{weeks:g}"
-
-
-def _never(row: int) -> dict[str, float]:
-    raise AssertionError("no design is evaluated")
 
 
 @hookimpl

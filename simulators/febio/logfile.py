@@ -53,10 +53,9 @@ def termination(log_text: str) -> str | None:
 
 
 def read_data_file(path: Path, delimiter: str | None = None) -> list[DataRecord]:
-    """Every record of a logfile data file, in file order."""
+    """Every record of a logfile data file, in file order (FileNotFoundError when FEBio
+    wrote none)."""
     path = Path(path)
-    if not path.is_file():
-        raise LogfileError(f"{path.name}: FEBio wrote no such data file")
     records: list[DataRecord] = []
     header: dict[str, str] = {}
     rows: list[list[str]] = []

@@ -2,23 +2,26 @@
 
 Tissue (docs/physics.md §4.1 gives every value and source):
 
-* passive myocardium: FEBio's transversely isotropic Mooney-Rivlin, its parameters matched
-  to Guccione's law with Guccione et al.'s canine parameters (J Biomech Eng 1991;113:42-55:
-  C 0.876 kPa, b_f 18.48, b_t 3.58) in small strain and at 10% fibre stretch;
+* passive myocardium: FEBio's transversely isotropic Veronda-Westmann, its parameters
+  matched to Guccione's law with Guccione et al.'s canine parameters (J Biomech Eng
+  1991;113:42-55: C 0.876 kPa, b_f 18.48, b_t 3.58): across the fibres in small strain and
+  in its exponential rate, along them in small strain and at 10% fibre stretch;
 * active contraction: Guccione, Waldman & McCulloch's model (J Biomech Eng 1993;115:82-90),
   FEBio's ``active_contraction``, ramped from 0 at end-diastole to 1 at end-systole;
 * border zone: active tension 0.67 of remote (Wenk et al. 2012), passive as remote; scar:
   no active tension, passive scaled by the infarct's stiffness ratio at its age (§2.3);
 * the gel: a neo-Hookean solid of the design's modulus at the follow-up, g times the treated
-  myocardium's volume (g its in-vivo thickness over the wall's, :mod:`hydrogel`). Its strain
-  energy, g E/6 (I1 - 3), is added to the treated elements' isotropic term: the treated
-  elements are a domain of their own whose material is the myocardium and the gel together
-  (their volumes are not meshed apart).
+  myocardium's volume (g its in-vivo thickness over the wall's, :mod:`hydrogel`), energy
+  g E/6 (I1 - 3) per volume of tissue: the treated elements are a domain of their own whose
+  material is a mixture of the myocardium and the gel. The gel's volume is not meshed: it
+  stiffens the treated wall without thickening it.
 
-Loading: the cavity pressure rises to the patient's end-diastolic pressure (time 1), then the
-myocardium activates while the pressure rises to the end-systolic pressure (time 2); both
-pressures are those of the patient's calibrated untreated heart in reference-mechanics'
-closed loop (§2.5), so both simulators load the same heart alike. The base is fixed.
+The mesh is the heart at end-diastole; the adapter first finds the stress-free geometry
+(:mod:`.unloading`). Loading: the cavity pressure rises to the patient's end-diastolic
+pressure (time 1), then the myocardium activates while the pressure rises to the
+end-systolic pressure (time 2); both pressures are those of the patient's calibrated
+untreated heart in reference-mechanics' closed loop (§2.5), so both simulators load the same
+heart alike. The base is fixed.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ GUCCIONE_B_CROSS = 3.58
 # The fibre stretch at which the transversely isotropic law is matched to Guccione's
 # (a typical end-diastolic fibre stretch; assumed).
 MATCHED_FIBRE_STRETCH = 1.1
-# Nearly incompressible: bulk modulus over the passive shear modulus 2 c1, about 600 (assumed;
-# FEBio's uncoupled formulation enforces incompressibility by this penalty).
+# Nearly incompressible: bulk modulus over the passive shear modulus c1 c2 (1.57 kPa), about
+# 640 (assumed; FEBio's uncoupled formulation enforces incompressibility by this penalty).
 BULK_MODULUS_KPA = 1000.0
 # Guccione, Waldman & McCulloch 1993, with the values of the sheep infarct models of Walker et
 # al. (J Thorac Cardiovasc Surg 2005;129:382-390) and Wenk et al. (J Biomech Eng 2011).

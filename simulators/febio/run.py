@@ -10,6 +10,7 @@ without ``-silent``, which would hide the input errors that explain a failure.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,11 +28,15 @@ from hydraopt_simulators.febio.feb_file import (
 )
 from hydraopt_simulators.febio.logfile import LogfileError, read_data_file, record_at, termination
 from hydraopt_simulators.febio.lv_model import (
+    M_TO_MM,
     HeartState,
     Loading,
     heart_state,
     lv_model,
 )
+
+if TYPE_CHECKING:
+    from hydraopt_simulators.febio.adapter import FEBioSettings
 
 FEB_NAME = "model.feb"
 LOG_NAME = "febio.log"
@@ -45,7 +50,7 @@ def run_febio(
     infarct_stiffness_ratio: float,
     loading: Loading,
     folder: Path,
-    settings,
+    settings: FEBioSettings,
     reference_points_m: np.ndarray | None = None,
 ) -> HeartState:
     """The heart's state at end-diastole and end-systole from one FEBio run in ``folder``
@@ -72,7 +77,7 @@ def run_febio(
 
 
 def run_model(
-    model: LVModel, folder: Path, settings
+    model: LVModel, folder: Path, settings: FEBioSettings
 ) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
     """Write ``model`` into ``folder``, run FEBio there and read back the nodal
     displacements and element values at end-diastole (and end-systole unless the model stops
@@ -105,7 +110,9 @@ def run_model(
             folder / ELEMENT_DATA_FILE, ELEMENT_VARIABLES, len(model.tetrahedra), times
         )
     except FileNotFoundError as exc:
-        raise EvaluationFailure("missing-output", str(exc), run.excerpt()) from None
+        raise EvaluationFailure(
+            "missing-output", f"FEBio wrote no {Path(exc.filename).name}", run.excerpt()
+        ) from None
     except LogfileError as exc:
         raise EvaluationFailure("malformed-output", str(exc), run.excerpt()) from None
     return nodes, elements
@@ -114,8 +121,6 @@ def run_model(
 def _values_at(
     path: Path, variables: tuple[str, ...], n_items: int, times: tuple[float, ...]
 ) -> dict[float, np.ndarray]:
-    if not path.is_file():
-        raise FileNotFoundError(f"FEBio wrote no {path.name}")
     records = read_data_file(path)
     if records[-1].variables != variables:
         raise LogfileError(
@@ -126,20 +131,21 @@ def _values_at(
 
 def write_fields(mesh: PatientMesh, model: LVModel, state: HeartState, path: Path) -> None:
     """Displacement (end-diastole, end-systole) and the end-systolic myocyte fibre stress, as
-    an XDMF time series over the model's unloaded geometry (ParaView's "Warp By Vector" of
-    the displacement shows the loaded heart; the time is the model's 1 and 2)."""
+    an XDMF time series over the model's unloaded geometry, both in metres as the patient's
+    mesh is (ParaView's "Warp By Vector" of the displacement at scale 1 shows the loaded
+    heart; the time is the model's 1 and 2)."""
     from hydraopt.mesh_io import write_xdmf_time_series
 
     cells = {"region": np.asarray(mesh.cell_data["region"])}
     write_xdmf_time_series(
-        model.points_mm / 1e3,
+        model.points_mm / M_TO_MM,
         mesh.tetrahedra,
         path,
         [
-            (ED_TIME, {"displacement_mm": state.displacement_ed_mm}, {}),
+            (ED_TIME, {"displacement_m": state.displacement_ed_mm / M_TO_MM}, {}),
             (
                 ES_TIME,
-                {"displacement_mm": state.displacement_es_mm},
+                {"displacement_m": state.displacement_es_mm / M_TO_MM},
                 {"myocyte_fibre_stress_kpa": state.fibre_stress_es_kpa},
             ),
         ],

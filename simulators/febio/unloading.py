@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from hydraopt.errors import DataError
 from hydraopt_simulators.febio.feb_file import ED_TIME
 from hydraopt_simulators.febio.lv_model import M_TO_MM, Loading, lv_model
 from hydraopt_simulators.febio.run import run_model
+
+if TYPE_CHECKING:
+    from hydraopt_simulators.febio.adapter import FEBioSettings
 
 # Converged when every node lands within half a millimetre of the mesh (an eighth of the
 # default element size, a twentieth of a typical wall) and the cavity within 0.1% of the
@@ -63,7 +67,7 @@ def unloaded_geometry(
     loading: Loading,
     infarct_stiffness_ratio: float,
     folder: Path,
-    settings,
+    settings: FEBioSettings,
 ) -> Unloaded:
     """The stress-free geometry of the untreated heart whose end-diastole is ``mesh``.
 

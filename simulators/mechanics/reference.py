@@ -102,7 +102,7 @@ class ReferenceMechanics:
         from hydraopt_simulators.mechanics.heart import calibrate
         from hydraopt_simulators.mechanics.timing import CardiacTiming
 
-        key = (patient, _mesh_fingerprint(mesh))
+        key = (patient, mesh_fingerprint(mesh))
         if key not in self._hearts:
             timing = CardiacTiming.physiological(self.settings.heart_rate_bpm)
             self._hearts[key] = calibrate(patient, mesh, self._settling(), timing)
@@ -307,7 +307,7 @@ def _problems(treated: dict[str, np.ndarray], trajectory: np.ndarray) -> np.ndar
     return problem
 
 
-def _mesh_fingerprint(mesh: PatientMesh) -> str:
+def mesh_fingerprint(mesh: PatientMesh) -> str:
     """What the calibration depends on: the geometry and the tissue tags."""
     import hashlib
 

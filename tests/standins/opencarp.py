@@ -22,14 +22,30 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
-from hydraopt_simulators.opencarp.files import read_mesh, read_vertices
-from hydraopt_simulators.opencarp.igb import write_igb
-from hydraopt_simulators.opencarp.parameters import read_parameter_file
-from hydraopt_simulators.opencarp.results import event_file, write_event_times_ms
+def hang_if_told() -> None:
+    """The ``hang`` mode, before the heavy imports, so that a short timeout in a test never
+    kills the program before it has written ``standin.pids``."""
+    chosen = os.environ.get("STANDIN_DESIGNS", "")
+    if os.environ.get("STANDIN_MODE") != "hang" or (
+        chosen and Path.cwd().name not in chosen.split(",")
+    ):
+        return
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    Path("standin.pids").write_text(f"{os.getpid()} {child.pid}\n")
+    time.sleep(600)
+
+
+hang_if_told()
+
+import numpy as np  # noqa: E402
+from scipy.sparse import csr_matrix  # noqa: E402
+from scipy.sparse.csgraph import dijkstra  # noqa: E402
+
+from hydraopt_simulators.opencarp.files import read_mesh, read_vertices  # noqa: E402
+from hydraopt_simulators.opencarp.igb import write_igb  # noqa: E402
+from hydraopt_simulators.opencarp.parameters import read_parameter_file  # noqa: E402
+from hydraopt_simulators.opencarp.results import event_file, write_event_times_ms  # noqa: E402
 
 REST_MV, PLATEAU_MV = -86.2, 40.0
 ACTION_POTENTIAL_MS = 250.0
@@ -47,10 +63,6 @@ def main(argv: list[str]) -> int:
     if mode == "error":
         print("L4 ERROR: the stand-in was told to fail", flush=True)
         return 1
-    if mode == "hang":
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        Path("standin.pids").write_text(f"{os.getpid()} {child.pid}\n")
-        time.sleep(600)
     output = Path(parameters["simID"])
     output.mkdir(exist_ok=True)
     if mode == "missing":
