@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from hydraopt.domain import Outcomes, OutputSpec
+from hydraopt.plugin_types import PluginSettings
 
 FailureKind = Literal[
     "missing-executable",
@@ -38,6 +40,28 @@ EXCERPT_LINES = 12  # lines of the program's log kept in a failure's reason
 TRACEBACK_LINES = 6  # of an unexpected error's traceback, in its reason
 TERMINATE_GRACE_S = 5.0  # from SIGTERM to SIGKILL: an MPI launcher passes SIGTERM on to its ranks
 LOG_NAME = "program.log"
+
+
+class ProgramSettings(PluginSettings):
+    """How an external program is run; a simulator's settings add ``executable`` (with its
+    program's default name) and its own."""
+
+    launcher: list[str] = Field(
+        default_factory=list,
+        description="Command put before the executable, e.g. ['mpirun', '-np', '4'] to run "
+        "it on four processes.",
+    )
+    extra_arguments: list[str] = Field(
+        default_factory=list,
+        description="Options appended to the program's command line.",
+    )
+    run_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest wall-clock time of one run of the program; a run past it is "
+        "killed with every process it started and its design failed ('timeout'). (The "
+        "table's own timeout_s, read by hydraopt, bounds a whole patient's designs.)",
+    )
 
 
 class EvaluationFailure(Exception):

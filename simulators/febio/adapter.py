@@ -33,6 +33,7 @@ from hydraopt import hookimpl
 from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Outcomes, Patient
 from hydraopt.domain.mesh import PatientMesh
 from hydraopt.plugin_types import SimulatorPlugin
+from hydraopt_simulators.external import ProgramSettings
 from hydraopt_simulators.mechanics.reference import (
     ReferenceMechanics,
     ReferenceMechanicsSettings,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 VERSION = "1.0"
 
 
-class FEBioSettings(ReferenceMechanicsSettings):
+class FEBioSettings(ReferenceMechanicsSettings, ProgramSettings):
     """reference-mechanics' settings (follow-up times, endpoint, heart rate, whose
     calibration gives the loads) and how FEBio is run."""
 
@@ -60,21 +61,6 @@ class FEBioSettings(ReferenceMechanicsSettings):
         "febio4",
         min_length=1,
         description="The FEBio 4 program: a name looked up on PATH or a path to the file.",
-    )
-    launcher: list[str] = Field(
-        default_factory=list,
-        description="Command put before the executable, e.g. ['taskset', '-c', '0-3'].",
-    )
-    extra_arguments: list[str] = Field(
-        default_factory=list,
-        description="FEBio options appended after '-i model.feb -noconfig'.",
-    )
-    run_timeout_s: float = Field(
-        1800.0,
-        gt=0,
-        description="Longest wall-clock time of one FEBio run; a run past it is killed and "
-        "its design failed ('timeout'). (The table's own timeout_s, read by hydraopt, bounds "
-        "a whole patient's designs.)",
     )
     steps_per_phase: int = Field(
         10,

@@ -23,12 +23,13 @@ from hydraopt.domain import COVERAGE_PATTERNS, DesignBatch, Outcomes, Patient
 from hydraopt.domain.mesh import PatientMesh
 from hydraopt.plugin_types import SimulatorPlugin
 from hydraopt_simulators.ep.reference import ReferenceEP, ReferenceEPSettings
+from hydraopt_simulators.external import ProgramSettings
 
 VERSION = "1.0"
 NOT_ACTIVATED = "no myocardium activated within the simulated time"
 
 
-class OpenCARPSettings(ReferenceEPSettings):
+class OpenCARPSettings(ReferenceEPSettings, ProgramSettings):
     """reference-ep's physiological settings (the same tuning, stimulus, measures and
     ``max_time_ms``, openCARP's ``tend``) and how openCARP is run."""
 
@@ -48,23 +49,6 @@ class OpenCARPSettings(ReferenceEPSettings):
         "openCARP",
         min_length=1,
         description="The openCARP program: a name looked up on PATH or a path to the file.",
-    )
-    launcher: list[str] = Field(
-        default_factory=list,
-        description="Command put before the executable, e.g. ['mpirun', '-np', '4'] to run "
-        "openCARP on four processes.",
-    )
-    extra_arguments: list[str] = Field(
-        default_factory=list,
-        description="Further openCARP options appended to its command line, which override "
-        "the parameter file's (e.g. ['-mass_lumping', '1']).",
-    )
-    run_timeout_s: float = Field(
-        3600.0,
-        gt=0,
-        description="Longest wall-clock time of one design's openCARP run; a run past it is "
-        "killed and its design failed ('timeout'). (The table's own timeout_s, read by "
-        "hydraopt, bounds a whole patient's designs.)",
     )
     dt_us: float = Field(
         25.0, gt=0, description="openCARP's time step, in microseconds as openCARP's dt is."
