@@ -178,7 +178,8 @@ def run(
 @click.option("--settings", "show_settings", is_flag=True, help="Also list each plugin's settings.")
 @_user_errors
 def plugins(kind: str | None, show_settings: bool) -> None:
-    """List every plugin found: kind, name, description, package and version."""
+    """List every plugin found: kind, name, description, the package that provides it with
+    the package's version, and the plugin's own version (what cached results are keyed by)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -186,7 +187,7 @@ def plugins(kind: str | None, show_settings: bool) -> None:
 
     registry = PluginRegistry.discover()
     table = Table(show_lines=show_settings)
-    for column in ("kind", "name", "description", "package", "version"):
+    for column in ("kind", "name", "description", "package", "package version", "plugin version"):
         table.add_column(column)
     for plugin in registry:
         if kind and plugin.kind != kind:
@@ -197,7 +198,17 @@ def plugins(kind: str | None, show_settings: bool) -> None:
                 f"\n  {name} = {_default_text(field)}: {field.description or ''}"
                 for name, field in plugin.registration.settings.model_fields.items()
             )
-        table.add_row(plugin.kind, plugin.name, description, plugin.package, plugin.version)
+        name = plugin.name
+        if (plugin.kind, plugin.name) in registry.clashes:
+            name += " (clash)"
+        table.add_row(
+            plugin.kind,
+            name,
+            description,
+            plugin.package,
+            plugin.package_version,
+            plugin.version,
+        )
     console = Console(width=max(120, Console().width))
     console.print(table)
     _warn_broken(registry)
@@ -211,6 +222,12 @@ def _warn_environment(pipeline: Any, registry: Any) -> None:
 
 
 def _warn_broken(registry: Any) -> None:
+    for kind, name in registry.clashes:
+        click.echo(
+            f"warning: {registry.clash_message(kind, name)}; a pipeline that uses it fails "
+            "until then",
+            err=True,
+        )
     for broken in registry.broken:
         click.echo(
             f"warning: plugin {broken.entry_point} from {broken.package} was skipped: "

@@ -3,9 +3,11 @@
 Built-in plugins and third-party ones are found the same way, through the entry-point group
 ``hydraopt``; the core keeps no list of built-ins. A third-party entry point that fails to
 import is recorded and skipped (reported by ``hydraopt plugins``), and becomes fatal only if a
-pipeline asks for a plugin that is then missing. Two distributions registering one name is an
-error naming both, and so is a hook implementation whose name hydraopt does not define (a
-misspelled hook would otherwise leave its plugins silently missing).
+pipeline asks for a plugin that is then missing. A hook implementation whose name hydraopt
+does not define is an error (a misspelled hook would otherwise leave its plugins silently
+missing). Two distributions registering one name are a clash: both are listed (``hydraopt
+plugins`` shows them), and only what uses that name fails, with an error naming both
+packages.
 """
 
 from __future__ import annotations
@@ -57,15 +59,16 @@ class PluginRegistry:
 
     def __init__(self, plugins: Iterable[RegisteredPlugin], broken: Iterable[BrokenPlugin] = ()):
         self._by_kind: dict[str, dict[str, RegisteredPlugin]] = {k: {} for k in PLUGIN_KINDS}
+        # (kind, name) -> every registration claiming it, when more than one package does.
+        self.clashes: dict[tuple[str, str], list[RegisteredPlugin]] = {}
         for plugin in plugins:
-            existing = self._by_kind[plugin.kind].get(plugin.name)
-            if existing is not None:
-                raise PluginError(
-                    f"{plugin.kind} plugin {plugin.name!r} is registered twice: by package "
-                    f"{existing.package} {existing.package_version} and by package "
-                    f"{plugin.package} {plugin.package_version}; uninstall one of them"
-                )
-            self._by_kind[plugin.kind][plugin.name] = plugin
+            key = (plugin.kind, plugin.name)
+            if key in self.clashes:
+                self.clashes[key].append(plugin)
+            elif plugin.name in self._by_kind[plugin.kind]:
+                self.clashes[key] = [self._by_kind[plugin.kind].pop(plugin.name), plugin]
+            else:
+                self._by_kind[plugin.kind][plugin.name] = plugin
         self.broken: tuple[BrokenPlugin, ...] = tuple(broken)
 
     @classmethod
@@ -97,18 +100,34 @@ class PluginRegistry:
         return cls(registered, [*broken, *hook_errors])
 
     def __iter__(self) -> Iterator[RegisteredPlugin]:
+        """Every registration, by kind and name, clashing ones included (each of them)."""
         for kind in PLUGIN_KINDS:
-            yield from sorted(self._by_kind[kind].values(), key=lambda p: p.name)
+            found = [*self._by_kind[kind].values()]
+            found += [p for (k, _), clash in self.clashes.items() if k == kind for p in clash]
+            yield from sorted(found, key=lambda p: (p.name, p.package))
 
     def names(self, kind: str) -> tuple[str, ...]:
-        return tuple(sorted(self._by_kind[_check_kind(kind)]))
+        clashing = {name for k, name in self.clashes if k == _check_kind(kind)}
+        return tuple(sorted({*self._by_kind[kind], *clashing}))
+
+    def clash_message(self, kind: str, name: str) -> str:
+        claims = " and ".join(
+            f"package {p.package} {p.package_version}" for p in self.clashes[(kind, name)]
+        )
+        return (
+            f"{kind} plugin {name!r} is registered by more than one package: {claims}; "
+            "uninstall all but one of them"
+        )
 
     def get(self, kind: str, name: str) -> RegisteredPlugin:
-        """The plugin of ``kind`` called ``name``, or an error listing what exists."""
+        """The plugin of ``kind`` called ``name``, or an error listing what exists (or, when
+        several packages claim the name, naming them)."""
         plugins = self._by_kind[_check_kind(kind)]
         if name in plugins:
             return plugins[name]
-        available = sorted(plugins)
+        if (kind, name) in self.clashes:
+            raise PluginError(self.clash_message(kind, name))
+        available = list(self.names(kind))
         message = f"no {kind} plugin named {name!r}"
         close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
         message += f"; did you mean {close[0]!r}?" if close else "."

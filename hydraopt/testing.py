@@ -67,6 +67,30 @@ def example_space() -> DesignSpace:
     return DesignSpace(PolymerLibrary(polymers, source="hydraopt.testing"))
 
 
+def example_designs(n: int = 8, seed: int = 0, space: DesignSpace | None = None) -> DesignBatch:
+    """``n`` designs of :func:`example_space` (or ``space``), every one within its polymer's
+    achievable ranges and the space's bounds, cycling through the polymers and coverage
+    patterns: inputs for a simulator's conformance check without a generator."""
+    space = space or example_space()
+    rng = np.random.default_rng(seed)
+    polymer_index = np.arange(n) % len(space.polymers)
+    coverage_choice = np.arange(n) % len(space.coverages)
+    columns: dict[str, np.ndarray] = {
+        "polymer_index": polymer_index,
+        "coverage_index": space.coverage_indices[coverage_choice],
+    }
+    for parameter in space.parameters:
+        low = np.full(n, parameter.low)
+        high = np.full(n, parameter.high)
+        for i, k in enumerate(polymer_index):
+            achievable = getattr(space.polymers[int(k)], parameter.name, None)
+            if achievable is not None:
+                low[i] = max(low[i], achievable.low)
+                high[i] = min(high[i], achievable.high)
+        columns[parameter.name] = low + rng.random(n) * (high - low)
+    return DesignBatch.from_columns(space, columns)
+
+
 def example_patient() -> Patient:
     """A plausible subacute anterior STEMI patient."""
     return Patient(

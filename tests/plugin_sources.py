@@ -265,3 +265,17 @@ def hydraopt_simulators():
     yield SimulatorPlugin(name="misbehaving", factory=Misbehaving, settings=Settings,
                           description="misbehaves on purpose", version="1.0")
 """
+
+# A second package registering a generator under a built-in's name: a clash.
+OTHER_SOBOL = """
+from hydraopt import hookimpl
+from hydraopt.plugin_types import GeneratorPlugin, NoSettings
+
+class Mine:
+    def __init__(self, settings): ...
+    def generate(self, space, n, rng): ...
+
+@hookimpl
+def hydraopt_generators():
+    yield GeneratorPlugin(name="sobol", factory=Mine, settings=NoSettings, description="x")
+"""

@@ -182,3 +182,28 @@ def test_validate_warns_of_a_simulators_missing_program(write_pipeline, tmp_path
     assert "warning: simulator 'febio': 'febio4' is not on PATH" in result.output
     assert "simulator 'opencarp': /opt/none/openCARP is not an executable file" in result.output
     assert "recorded as failed" in result.output
+
+
+def test_plugins_lists_a_clash_and_both_versions(install_distribution):
+    from plugin_sources import OTHER_SOBOL
+
+    install_distribution("other-sobol", "0.3", "other_sobol", OTHER_SOBOL)
+    result = hydraopt("plugins", "--kind", "generator")
+    assert result.exit_code == 0, result.output
+    assert "sobol (clash)" in result.output
+    assert "other-sobol" in result.output and "package version" in result.output
+    assert "plugin version" in result.output
+    assert "is registered by more than one package" in result.output
+    assert "a pipeline that uses it fails" in result.output
+
+
+def test_a_clash_stops_only_the_pipeline_that_uses_the_name(write_pipeline, install_distribution):
+    from conftest import QUICK_PIPELINE
+    from plugin_sources import OTHER_SOBOL
+
+    install_distribution("other-sobol", "0.3", "other_sobol", OTHER_SOBOL)
+    elsewhere = QUICK_PIPELINE.replace('plugin = "sobol"', 'plugin = "random"')
+    assert hydraopt("validate", str(write_pipeline(elsewhere))).exit_code == 0
+    result = hydraopt("validate", str(write_pipeline(QUICK_PIPELINE, name="uses.toml")))
+    assert result.exit_code != 0
+    assert "is registered by more than one package" in result.output

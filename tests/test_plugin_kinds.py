@@ -6,6 +6,7 @@ import pytest
 from hydraopt.registry import PluginRegistry
 from hydraopt.testing import (
     check_simulator,
+    example_designs,
     example_mesh,
     example_patient,
     example_space,
@@ -41,6 +42,22 @@ def test_simulator_conforms_and_uses_its_settings(registry):
     assert np.all(raised["wall_stress_kpa"] > outcomes["wall_stress_kpa"])
     thick = np.argmax(designs.thickness_mm)
     assert outcomes["wall_stress_kpa"][thick] == outcomes["wall_stress_kpa"].min()
+
+
+def test_example_designs_need_no_generator_and_are_all_makeable(registry):
+    designs = example_designs(8)
+    assert len(designs) == 8
+    assert not np.logical_or.reduce(list(designs.outside_polymer_range().values())).any()
+    assert set(designs.coverage_index.tolist()) == {0, 1, 2, 3}
+    assert set(designs.polymer_index.tolist()) == {0, 1}
+    np.testing.assert_array_equal(example_designs(8).stiffness_kpa, designs.stiffness_kpa)
+    outcomes = check_simulator(
+        build(registry, "simulator", "laplace-wall-stress"),
+        example_patient(),
+        example_mesh(),
+        designs,
+    )
+    assert not outcomes.failed.any()
 
 
 def test_encoder_surrogate_and_policy(registry):
