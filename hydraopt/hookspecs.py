@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     )
 
 PROJECT_NAME = "hydraopt"
+# The version of this contract, MAJOR.MINOR: MAJOR changes when a hook, a registration or an
+# interface changes so that plugins written for the old one break; MINOR when hooks or optional
+# members are added. A registration may declare the version it was written for
+# (``hooks_version``): it is used when its MAJOR is this one and its MINOR is not newer.
+HOOKS_VERSION = "1.1"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 

@@ -29,6 +29,22 @@ from hydraopt.domain import (
 from hydraopt.domain.mesh import PatientMesh
 
 PLUGIN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+HOOKS_VERSION_PATTERN = re.compile(r"^\d+\.\d+$")
+
+
+def hooks_mismatch(declared: str | None, current: str) -> str | None:
+    """Why a plugin written for hook contract ``declared`` cannot run with ``current`` (None
+    when it can: same MAJOR, MINOR not newer, or nothing declared)."""
+    if declared is None:
+        return None
+    (major, minor), (now_major, now_minor) = (
+        tuple(int(part) for part in v.split(".")) for v in (declared, current)
+    )
+    if major != now_major:
+        return "its major version differs: a hook or an interface it relies on has changed"
+    if minor > now_minor:
+        return "it needs hooks or members this hydraopt does not have yet"
+    return None
 
 
 class PluginSettings(BaseModel):
@@ -55,6 +71,10 @@ class PluginRegistration:
     :param description: one line, shown by ``hydraopt plugins``.
     :param version: the plugin's own version; defaults to its distribution's version. Simulators
         should bump it whenever their results change, since cached evaluations are keyed by it.
+    :param hooks_version: the version of hydraopt's plugin contract
+        (:data:`hydraopt.hookspecs.HOOKS_VERSION`, ``"MAJOR.MINOR"``) the plugin was written
+        for; a hydraopt whose contract it does not fit refuses it with both versions named.
+        None: not declared, assumed to fit.
     """
 
     kind: ClassVar[str] = ""
@@ -63,6 +83,7 @@ class PluginRegistration:
     settings: type[PluginSettings] = NoSettings
     description: str = ""
     version: str | None = None
+    hooks_version: str | None = None
 
     def __post_init__(self) -> None:
         if not PLUGIN_NAME_PATTERN.match(self.name):
@@ -74,6 +95,11 @@ class PluginRegistration:
             raise TypeError(f"{self.kind} plugin {self.name!r}: settings must be a pydantic model")
         if not callable(self.factory):
             raise TypeError(f"{self.kind} plugin {self.name!r}: factory must be callable")
+        if self.hooks_version is not None and not HOOKS_VERSION_PATTERN.match(self.hooks_version):
+            raise ValueError(
+                f"{self.kind} plugin {self.name!r}: hooks_version {self.hooks_version!r} must "
+                "be 'MAJOR.MINOR', for example '1.1'"
+            )
 
 
 @dataclass(frozen=True)

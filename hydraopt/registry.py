@@ -30,6 +30,7 @@ from hydraopt.plugin_types import (
     PLUGIN_KINDS,
     PluginSettings,
     RegisteredPlugin,
+    hooks_mismatch,
 )
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
@@ -219,6 +220,19 @@ def _collect(
                 broken.append(BrokenPlugin(label, source.package, f"{type(exc).__name__}: {exc}"))
                 continue
             for registration in registrations:
+                mismatch = hooks_mismatch(registration.hooks_version, hookspecs.HOOKS_VERSION)
+                if mismatch is not None:
+                    broken.append(
+                        BrokenPlugin(
+                            f"{kind} {registration.name!r}",
+                            source.package,
+                            f"written for hydraopt's plugin hooks {registration.hooks_version}, "
+                            f"this hydraopt has hooks {hookspecs.HOOKS_VERSION} ({mismatch}); "
+                            f"install a version of {source.package} made for hooks "
+                            f"{hookspecs.HOOKS_VERSION.split('.')[0]}.x",
+                        )
+                    )
+                    continue
                 if trace:
                     print(
                         f"[hydraopt plugins] {source.package} {source.version}: {hook_name} -> "

@@ -142,3 +142,47 @@ def _registered(registration):
     from hydraopt.plugin_types import RegisteredPlugin
 
     return RegisteredPlugin(registration, "test", "0")
+
+
+@pytest.mark.parametrize(
+    ("declared", "usable"),
+    [(None, True), ("1.0", True), ("1.1", True), ("1.9", False), ("2.0", False)],
+)
+def test_a_plugin_for_another_hook_contract_is_refused_naming_both_versions(
+    install_distribution, declared, usable
+):
+    from hydraopt import HOOKS_VERSION
+
+    assert HOOKS_VERSION == "1.1"
+    source = f"""
+from hydraopt import hookimpl
+from hydraopt.plugin_types import GeneratorPlugin, NoSettings
+
+class Mine:
+    def __init__(self, settings): ...
+    def generate(self, space, n, rng): ...
+
+@hookimpl
+def hydraopt_generators():
+    yield GeneratorPlugin(
+        name="future-sampler", factory=Mine, settings=NoSettings, hooks_version={declared!r}
+    )
+"""
+    install_distribution("future-pkg", "3.0", "future_pkg", source)
+    registry = PluginRegistry.discover()
+    if usable:
+        assert registry.get("generator", "future-sampler").package == "future-pkg"
+        return
+    with pytest.raises(PluginError) as caught:
+        registry.get("generator", "future-sampler")
+    message = str(caught.value)
+    assert "generator 'future-sampler'" in message and "future-pkg" in message
+    assert f"written for hydraopt's plugin hooks {declared}" in message
+    assert "this hydraopt has hooks 1.1" in message
+
+
+def test_a_malformed_hooks_version_is_refused():
+    from hydraopt.plugin_types import GeneratorPlugin
+
+    with pytest.raises(ValueError, match=r"hooks_version '1' must be 'MAJOR\.MINOR'"):
+        GeneratorPlugin(name="x", factory=object, hooks_version="1")
