@@ -11,10 +11,15 @@ TORCH := torch==2.13.0
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# The example third-party plugin (its own distribution) is installed beside hydraopt, as a user
+# would install one, so the tests prove that hydraopt finds it through its entry point.
+PLUGIN_EXAMPLE := examples/plugins/hydraopt-thick-wall
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(PLUGIN_EXAMPLE)/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -e $(PLUGIN_EXAMPLE)
 	touch $@
 
 setup: $(VENV)/.installed
