@@ -12,7 +12,9 @@ did wrong; call them from your test suite::
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from hydraopt.domain.mesh import (
     box_tetrahedra,
     treatment_field,
 )
-from hydraopt.plugin_types import Generator, Mesher, Simulator
+from hydraopt.plugin_types import Generator, Mesher, Simulator, SimulatorPlugin
 
 
 def example_space() -> DesignSpace:
@@ -243,3 +245,64 @@ def check_simulator(
             f"{name} differs between two identical calls: a simulator must be deterministic"
         )
     return first
+
+
+def check_simulator_plugin(
+    registration: SimulatorPlugin,
+    settings: Mapping[str, Any] | None = None,
+    patient: Patient | None = None,
+    mesh: PatientMesh | None = None,
+    designs: DesignBatch | None = None,
+) -> Outcomes:
+    """A simulator registration as hydraopt uses it: its settings model validates
+    ``settings`` (default: its defaults), refuses an unknown key and pickles (each worker
+    process rebuilds the simulator from it); its factory builds a :class:`Simulator` that
+    passes :func:`check_simulator` on ``patient``, ``mesh`` and ``designs`` (default: the
+    examples here); and ``simulate`` writes nothing outside its working directory (nor in
+    the current one)."""
+    import os
+    import pickle
+
+    from pydantic import ValidationError
+
+    assert isinstance(registration, SimulatorPlugin), (
+        f"expected a SimulatorPlugin, got {type(registration).__name__}"
+    )
+    model = registration.settings
+    validated = model.model_validate(dict(settings or {}))
+    try:
+        model.model_validate({**(settings or {}), "no_such_setting_": 1})
+    except ValidationError:
+        pass
+    else:
+        raise AssertionError(
+            f"settings of {registration.name!r} accept an unknown key: derive the model from "
+            "hydraopt.plugin_types.PluginSettings"
+        )
+    assert pickle.loads(pickle.dumps(validated)) == validated, (
+        f"settings of {registration.name!r} do not survive pickling"
+    )
+    simulator = registration.factory(validated)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        workdir, elsewhere = root / "workdir", root / "current-directory"
+        workdir.mkdir()
+        elsewhere.mkdir()
+        here = Path.cwd()
+        os.chdir(elsewhere)
+        try:
+            outcomes = check_simulator(
+                simulator,
+                patient or example_patient(),
+                mesh or example_mesh(),
+                designs if designs is not None else example_designs(),
+                workdir,
+            )
+        finally:
+            os.chdir(here)
+        written = sorted(p.name for p in elsewhere.iterdir())
+        assert not written, f"simulate wrote {written} into the current directory"
+        assert sorted(p.name for p in root.iterdir()) == ["current-directory", "workdir"], (
+            "simulate wrote beside its working directory"
+        )
+    return outcomes

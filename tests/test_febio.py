@@ -320,10 +320,12 @@ def test_a_failed_run_fails_its_design_with_the_kind_and_the_log(
 def test_the_simulator_passes_the_conformance_checks(
     standin, patient, coarse_mesh, three_designs, tmp_path
 ):
-    from hydraopt.testing import check_simulator
+    from hydraopt.registry import PluginRegistry
+    from hydraopt.testing import check_simulator_plugin
 
-    simulator = FEBio(FEBioSettings(followup_weeks=[12.0]))
-    outcomes = check_simulator(simulator, patient, coarse_mesh, three_designs, tmp_path)
+    registration = PluginRegistry.discover().get("simulator", "febio").registration
+    settings = {"followup_weeks": [12.0]}
+    outcomes = check_simulator_plugin(registration, settings, patient, coarse_mesh, three_designs)
     assert not outcomes.failed.any()
 
 

@@ -1,5 +1,7 @@
 """Every plugin kind works end to end through a third-party distribution."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,62 @@ def test_example_designs_need_no_generator_and_are_all_makeable(registry):
         designs,
     )
     assert not outcomes.failed.any()
+
+
+@pytest.mark.parametrize("name", ["reference-mechanics", "reference-ep", "thick-wall-stress"])
+def test_simulators_pass_the_registration_check(registry, patient, make_designs, name):
+    """Built in or installed from their own package: settings that refuse unknown keys and
+    pickle, a deterministic simulator with declared outputs, nothing written outside its
+    working directory."""
+    from hydraopt.testing import check_simulator_plugin
+    from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
+
+    mesh = EllipsoidMesher(EllipsoidMeshSettings(element_size_mm=8.0)).build(patient)
+    designs = make_designs(
+        ["meha", "pegda-3400"],
+        ["scar_bz50", "scar_only"],
+        [20.0, 40.0],
+        [90.0, 180.0],
+        [0.02, 0.02],
+        [1.0, 2.0],
+    )
+    outcomes = check_simulator_plugin(
+        registry.get("simulator", name).registration, {}, patient, mesh, designs
+    )
+    assert not outcomes.failed.any(), outcomes.failure_reason
+
+
+def test_the_registration_check_catches_settings_that_take_any_key():
+    from pydantic import BaseModel
+
+    from hydraopt.plugin_types import SimulatorPlugin
+    from hydraopt.testing import check_simulator_plugin
+
+    class Loose(BaseModel):  # not a PluginSettings: unknown keys slip through
+        pressure_mmhg: float = 100.0
+
+    registration = SimulatorPlugin(name="loose", factory=lambda s: None, settings=Loose)
+    with pytest.raises(AssertionError, match="accept an unknown key"):
+        check_simulator_plugin(registration)
+
+
+def test_the_registration_check_catches_writes_outside_the_working_directory():
+    from hydraopt.domain import Outcomes, OutputSpec
+    from hydraopt.plugin_types import NoSettings, SimulatorPlugin
+    from hydraopt.testing import check_simulator_plugin
+
+    class Litter:
+        outputs = (OutputSpec("x", "1", ""),)
+
+        def __init__(self, settings): ...
+
+        def simulate(self, patient, mesh, designs, workdir):
+            Path("scratch.txt").write_text("left behind")  # the current directory
+            return Outcomes(self.outputs, {"x": np.zeros(len(designs))})
+
+    registration = SimulatorPlugin(name="litter", factory=Litter, settings=NoSettings)
+    with pytest.raises(AssertionError, match=r"wrote \['scratch\.txt'\] into the current"):
+        check_simulator_plugin(registration)
 
 
 def test_encoder_surrogate_and_policy(registry):

@@ -3,11 +3,17 @@
 import numpy as np
 import pytest
 from hydraopt_thick_wall.model import mean_circumferential_stress_kpa
-from hydraopt_thick_wall.plugin import ThickWallSettings, ThickWallStress
+from hydraopt_thick_wall.plugin import ThickWallSettings, ThickWallStress, hydraopt_simulators
 
 from hydraopt.domain import DesignBatch
 from hydraopt.registry import PluginRegistry
-from hydraopt.testing import check_simulator, example_designs, example_mesh, example_patient
+from hydraopt.testing import (
+    check_simulator,
+    check_simulator_plugin,
+    example_designs,
+    example_mesh,
+    example_patient,
+)
 
 
 def test_it_passes_hydraopts_conformance_check(tmp_path):
@@ -20,6 +26,13 @@ def test_it_passes_hydraopts_conformance_check(tmp_path):
     )
     assert not outcomes.failed.any()
     assert np.all(outcomes["wall_stress_reduction_pct"] > 0)
+
+
+def test_its_registration_passes_as_hydraopt_uses_it():
+    """Settings that refuse unknown keys and pickle, nothing written outside the working
+    directory, and the simulator's own check, from the registration its hook yields."""
+    (registration,) = hydraopt_simulators()
+    check_simulator_plugin(registration, {"weeks_after_injection": 12.0})
 
 
 def test_a_thin_wall_obeys_laplaces_law():
