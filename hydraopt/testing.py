@@ -35,7 +35,14 @@ from hydraopt.domain.mesh import (
     box_tetrahedra,
     treatment_field,
 )
-from hydraopt.plugin_types import Generator, Mesher, Simulator, SimulatorPlugin
+from hydraopt.plugin_types import (
+    PLUGIN_INTERFACES,
+    Generator,
+    Mesher,
+    PluginRegistration,
+    Simulator,
+    SimulatorPlugin,
+)
 
 
 def example_space() -> DesignSpace:
@@ -247,6 +254,49 @@ def check_simulator(
     return first
 
 
+def check_registration(
+    registration: PluginRegistration, settings: Mapping[str, Any] | None = None, build: bool = True
+) -> Any:
+    """Any plugin's registration as hydraopt uses it: a description for ``hydraopt
+    plugins``; a settings model that validates ``settings`` (default: its defaults), refuses
+    an unknown key (derive it from :class:`~hydraopt.plugin_types.PluginSettings`) and
+    pickles (each worker process rebuilds the plugin from it); and, with ``build``, a factory
+    whose object implements the kind's interface. Returns that object (or the validated
+    settings when ``build`` is false)."""
+    import pickle
+
+    from pydantic import ValidationError
+
+    assert isinstance(registration, PluginRegistration), (
+        f"expected a plugin registration, got {type(registration).__name__}"
+    )
+    label = f"{registration.kind} plugin {registration.name!r}"
+    assert registration.description, f"{label} has no description for `hydraopt plugins`"
+    model = registration.settings
+    validated = model.model_validate(dict(settings or {}))
+    try:
+        model.model_validate({**(settings or {}), "no_such_setting_": 1})
+    except ValidationError:
+        pass
+    else:
+        raise AssertionError(
+            f"settings of {label} accept an unknown key: derive the model from "
+            "hydraopt.plugin_types.PluginSettings"
+        )
+    assert pickle.loads(pickle.dumps(validated)) == validated, (
+        f"settings of {label} do not survive pickling"
+    )
+    if not build:
+        return validated
+    built = registration.factory(validated)
+    interface = PLUGIN_INTERFACES[registration.kind]
+    assert isinstance(built, interface), (
+        f"{label}'s factory returned {type(built).__name__}, which does not implement "
+        f"{interface.__name__}"
+    )
+    return built
+
+
 def check_simulator_plugin(
     registration: SimulatorPlugin,
     settings: Mapping[str, Any] | None = None,
@@ -261,28 +311,11 @@ def check_simulator_plugin(
     examples here); and ``simulate`` writes nothing outside its working directory (nor in
     the current one)."""
     import os
-    import pickle
-
-    from pydantic import ValidationError
 
     assert isinstance(registration, SimulatorPlugin), (
         f"expected a SimulatorPlugin, got {type(registration).__name__}"
     )
-    model = registration.settings
-    validated = model.model_validate(dict(settings or {}))
-    try:
-        model.model_validate({**(settings or {}), "no_such_setting_": 1})
-    except ValidationError:
-        pass
-    else:
-        raise AssertionError(
-            f"settings of {registration.name!r} accept an unknown key: derive the model from "
-            "hydraopt.plugin_types.PluginSettings"
-        )
-    assert pickle.loads(pickle.dumps(validated)) == validated, (
-        f"settings of {registration.name!r} do not survive pickling"
-    )
-    simulator = registration.factory(validated)
+    simulator = check_registration(registration, settings)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         workdir, elsewhere = root / "workdir", root / "current-directory"

@@ -85,6 +85,28 @@ def test_simulators_pass_the_registration_check(registry, patient, make_designs,
     assert not outcomes.failed.any(), outcomes.failure_reason
 
 
+# Settings a plugin cannot do without; plugins that need what this machine has not
+# (polyBERT's downloaded weights) are checked without being built.
+REQUIRED_SETTINGS = {("filter", "simulate"): {"keep": 10}}
+NEEDS_DOWNLOADS = {("encoder", "polybert")}
+
+
+def test_every_installed_plugins_registration_passes_the_check():
+    """Every plugin of every kind hydraopt finds (its own and the example package's)."""
+    from hydraopt.testing import check_registration
+
+    checked = 0
+    for plugin in PluginRegistry.discover():
+        if plugin.package not in ("hydraopt", "hydraopt-thick-wall"):
+            continue
+        key = (plugin.kind, plugin.name)
+        check_registration(
+            plugin.registration, REQUIRED_SETTINGS.get(key), build=key not in NEEDS_DOWNLOADS
+        )
+        checked += 1
+    assert checked >= 22
+
+
 def test_the_registration_check_catches_settings_that_take_any_key():
     from pydantic import BaseModel
 
@@ -94,7 +116,9 @@ def test_the_registration_check_catches_settings_that_take_any_key():
     class Loose(BaseModel):  # not a PluginSettings: unknown keys slip through
         pressure_mmhg: float = 100.0
 
-    registration = SimulatorPlugin(name="loose", factory=lambda s: None, settings=Loose)
+    registration = SimulatorPlugin(
+        name="loose", factory=lambda s: None, settings=Loose, description="loose settings"
+    )
     with pytest.raises(AssertionError, match="accept an unknown key"):
         check_simulator_plugin(registration)
 
@@ -113,7 +137,9 @@ def test_the_registration_check_catches_writes_outside_the_working_directory():
             Path("scratch.txt").write_text("left behind")  # the current directory
             return Outcomes(self.outputs, {"x": np.zeros(len(designs))})
 
-    registration = SimulatorPlugin(name="litter", factory=Litter, settings=NoSettings)
+    registration = SimulatorPlugin(
+        name="litter", factory=Litter, settings=NoSettings, description="leaves files"
+    )
     with pytest.raises(AssertionError, match=r"wrote \['scratch\.txt'\] into the current"):
         check_simulator_plugin(registration)
 
