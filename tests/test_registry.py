@@ -119,6 +119,24 @@ def hydraopt_simulators():
     assert "must return SimulatorPlugin" in registry.broken[0].error
 
 
+def test_a_hook_that_raises_is_reported_with_its_package_and_the_rest_still_work(
+    install_distribution,
+):
+    source = """
+from hydraopt import hookimpl
+
+@hookimpl
+def hydraopt_simulators():
+    raise RuntimeError("licence server unreachable")
+"""
+    install_distribution("flaky-hook", "2.1", "flaky_hook", source)
+    registry = PluginRegistry.discover()
+    (broken,) = [b for b in registry.broken if b.package == "flaky-hook"]
+    assert "hydraopt_simulators" in broken.entry_point
+    assert broken.error == "RuntimeError: licence server unreachable"
+    assert "reference-mechanics" in registry.names("simulator")
+
+
 def test_factory_must_build_the_kinds_interface():
     registry = PluginRegistry(
         [_registered(GeneratorPlugin(name="bad", factory=lambda s: object(), description="x"))]
