@@ -283,8 +283,13 @@ def check_registration(
             f"settings of {label} accept an unknown key: derive the model from "
             "hydraopt.plugin_types.PluginSettings"
         )
-    assert pickle.loads(pickle.dumps(validated)) == validated, (
-        f"settings of {label} do not survive pickling"
+    # Workers receive the settings pickled and rebuild them from their plain values.
+    try:
+        pickle.dumps(validated)
+    except Exception as exc:
+        raise AssertionError(f"settings of {label} do not pickle: {exc}") from None
+    assert model.model_validate(validated.model_dump()) == validated, (
+        f"settings of {label} do not rebuild from their values"
     )
     if not build:
         return validated

@@ -213,34 +213,43 @@ def _material(parent: ET.Element, material_id: int, part: Part) -> None:
     ET.SubElement(mixture, "k").text = f"{m.bulk_modulus_kpa:.9g}"
     _tissue(ET.SubElement(mixture, "solid", type=TISSUE_TYPE), m, 0.0)
     gel = ET.SubElement(mixture, "solid", type="Mooney-Rivlin")
-    for tag, value in (("density", 1.0), ("k", 0.0), ("c1", m.gel_c1_kpa), ("c2", 0.0)):
-        ET.SubElement(gel, tag).text = f"{value:.9g}"
+    _numbers_under(gel, (("density", 1.0), ("k", 0.0), ("c1", m.gel_c1_kpa), ("c2", 0.0)))
 
 
 def _tissue(node: ET.Element, m: Material, bulk_modulus_kpa: float) -> None:
-    for tag, value in (
-        ("density", 1.0),
-        ("k", bulk_modulus_kpa),
-        ("c1", m.c1_kpa),
-        ("c2", m.c2),
-        ("c3", m.c3_kpa),
-        ("c4", m.c4),
-        ("c5", m.c5_kpa),
-        ("lam_max", m.lam_max),
-    ):
-        ET.SubElement(node, tag).text = f"{value:.9g}"
+    _numbers_under(
+        node,
+        (
+            ("density", 1.0),
+            ("k", bulk_modulus_kpa),
+            ("c1", m.c1_kpa),
+            ("c2", m.c2),
+            ("c3", m.c3_kpa),
+            ("c4", m.c4),
+            ("c5", m.c5_kpa),
+            ("lam_max", m.lam_max),
+        ),
+    )
     ET.SubElement(node, "fiber", type="user")
     active = ET.SubElement(node, "active_contraction")
     ET.SubElement(active, "ascl", lc="2").text = "1"
-    for tag, value in (
-        ("Tmax", m.t_max_kpa),
-        ("ca0", m.ca0),
-        ("camax", m.ca_max),
-        ("beta", m.beta_per_um),
-        ("l0", m.l0_um),
-        ("refl", m.refl_um),
-    ):
-        ET.SubElement(active, tag).text = f"{value:.9g}"
+    _numbers_under(
+        active,
+        (
+            ("Tmax", m.t_max_kpa),
+            ("ca0", m.ca0),
+            ("camax", m.ca_max),
+            ("beta", m.beta_per_um),
+            ("l0", m.l0_um),
+            ("refl", m.refl_um),
+        ),
+    )
+
+
+def _numbers_under(parent: ET.Element, values: tuple[tuple[str, float], ...]) -> None:
+    """One child element per (tag, value), the value to nine significant digits."""
+    for tag, value in values:
+        ET.SubElement(parent, tag).text = f"{value:.9g}"
 
 
 def fibre_data_type(part: Part) -> str:

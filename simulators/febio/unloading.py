@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hydraopt.domain.mesh import PatientMesh
+from hydraopt.domain.mesh import PatientMesh, cavity_volume_m3
 from hydraopt.errors import DataError
 from hydraopt_simulators.febio.feb_file import ED_TIME
 from hydraopt_simulators.febio.lv_model import M_TO_MM, Loading, lv_model
@@ -74,8 +74,6 @@ def unloaded_geometry(
     Raises :class:`hydraopt.errors.DataError` when the iteration does not converge (the
     model cannot represent this heart at this pressure) and
     :class:`hydraopt_simulators.external.EvaluationFailure` when a FEBio run fails."""
-    from hydraopt.domain.mesh import cavity_volume_m3
-
     endo = mesh.surfaces["endo"]
     target_mm = mesh.points_m * M_TO_MM
     target_ml = cavity_volume_m3(mesh.points_m, endo) * 1e6
