@@ -17,7 +17,8 @@ import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,11 @@ from hydraopt.plugin_types import (
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 TRACE_VARIABLE = "HYDRAOPT_TRACE_PLUGINS"
+# Importing a plugin's entry point and calling its registration hooks should take moments; one
+# that hangs (a licence server, a network share) is given this long, then reported as broken
+# with its package while discovery goes on without it.
+DEADLINE_VARIABLE = "HYDRAOPT_PLUGIN_DEADLINE_S"
+DEFAULT_DEADLINE_S = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -76,6 +82,7 @@ class PluginRegistry:
     def discover(cls, extra: Mapping[str, object] | None = None) -> PluginRegistry:
         """Load every ``hydraopt`` entry point (and ``extra`` plugin objects, keyed by a
         package label, for scripts and tests) and collect their registrations."""
+        deadline_s = _deadline_s()
         manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         manager.add_hookspecs(hookspecs)
         sources: dict[str, _Source] = {}
@@ -86,7 +93,7 @@ class PluginRegistry:
             version = dist.version if dist else "?"
             label = f"{entry_point.name} = {entry_point.value}"
             try:
-                plugin = entry_point.load()
+                plugin = _within_deadline(entry_point.load, deadline_s, f"loading {label}")
             except Exception as exc:  # a broken third-party package must not stop hydraopt
                 log.warning("skipping plugin entry point %s of %s: %s", label, package, exc)
                 broken.append(BrokenPlugin(label, package, f"{type(exc).__name__}: {exc}"))
@@ -97,7 +104,7 @@ class PluginRegistry:
         for label, plugin in (extra or {}).items():
             _register(manager, plugin, label, sources, _Source(label, "local"))
         _refuse_unknown_hooks(manager, sources)
-        registered, hook_errors = _collect(manager, sources)
+        registered, hook_errors = _collect(manager, sources, deadline_s)
         return cls(registered, [*broken, *hook_errors])
 
     def __iter__(self) -> Iterator[RegisteredPlugin]:
@@ -197,7 +204,7 @@ def _refuse_unknown_hooks(manager: pluggy.PluginManager, sources: Mapping[str, _
 
 
 def _collect(
-    manager: pluggy.PluginManager, sources: Mapping[str, _Source]
+    manager: pluggy.PluginManager, sources: Mapping[str, _Source], deadline_s: float
 ) -> tuple[list[RegisteredPlugin], list[BrokenPlugin]]:
     """Call every registration hook implementation once, keeping who provided what."""
     trace = os.environ.get(TRACE_VARIABLE, "") not in ("", "0")
@@ -208,7 +215,11 @@ def _collect(
             source = sources[impl.plugin_name]
             label = f"{impl.plugin_name}.{hook_name}"
             try:
-                registrations = list(impl.function() or ())
+                registrations = _within_deadline(
+                    lambda impl=impl, hook=hook_name: _registrations(impl.function(), hook),
+                    deadline_s,
+                    label,
+                )
                 wrong = [r for r in registrations if not isinstance(r, registration_type)]
                 if wrong:
                     raise TypeError(
@@ -241,3 +252,56 @@ def _collect(
                     )
                 found.append(RegisteredPlugin(registration, source.package, source.version))
     return found, broken
+
+
+class PluginHung(Exception):
+    """A plugin's import or registration hook did not return within the deadline."""
+
+
+def _deadline_s() -> float:
+    raw = os.environ.get(DEADLINE_VARIABLE, "")
+    try:
+        seconds = float(raw) if raw else DEFAULT_DEADLINE_S
+    except ValueError:
+        raise PluginError(f"{DEADLINE_VARIABLE}={raw!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise PluginError(f"{DEADLINE_VARIABLE}={raw!r} must be a positive number of seconds")
+    return seconds
+
+
+def _within_deadline(call: Callable[[], Any], seconds: float, what: str) -> Any:
+    """``call()``'s result, or :class:`PluginHung` when it has not returned within the
+    deadline. It runs in a daemon thread, which is abandoned if it hangs: Python cannot stop
+    a thread, but an abandoned daemon thread neither blocks discovery nor the interpreter's
+    exit."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"hydraopt plugin: {what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise PluginHung(f"did not return within {seconds:g} s ({DEADLINE_VARIABLE})")
+    error = outcome.get("error")
+    if isinstance(error, Exception | KeyboardInterrupt):
+        raise error
+    if error is not None:  # a plugin's sys.exit() must not end hydraopt
+        raise RuntimeError(f"{type(error).__name__}: {error}")
+    return outcome["value"]
+
+
+def _registrations(returned: Any, hook_name: str) -> list[Any]:
+    """A hook's answer as a list: it returns (or yields) an iterable of registrations."""
+    if returned is None:
+        return []
+    if not isinstance(returned, Iterable) or isinstance(returned, str | bytes):
+        raise TypeError(
+            f"{hook_name} must return or yield registrations, got {type(returned).__name__}; "
+            "return a list, even of one"
+        )
+    return list(returned)

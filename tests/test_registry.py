@@ -137,6 +137,57 @@ def hydraopt_simulators():
     assert "reference-mechanics" in registry.names("simulator")
 
 
+def test_a_hook_that_hangs_or_answers_wrongly_is_reported_and_discovery_goes_on(
+    install_distribution, monkeypatch
+):
+    import time
+
+    monkeypatch.setenv("HYDRAOPT_PLUGIN_DEADLINE_S", "0.5")
+    install_distribution(
+        "stuck-hook",
+        "1.0",
+        "stuck_hook",
+        """
+import time
+from hydraopt import hookimpl
+
+@hookimpl
+def hydraopt_simulators():
+    time.sleep(3600)  # waits for a licence server that never answers
+""",
+    )
+    install_distribution("stuck-import", "1.0", "stuck_import", "import time\ntime.sleep(3600)\n")
+    install_distribution(
+        "single-answer",
+        "1.0",
+        "single_answer",
+        """
+from hydraopt import hookimpl
+from hydraopt.plugin_types import GeneratorPlugin
+
+@hookimpl
+def hydraopt_generators():
+    return GeneratorPlugin(name="lonely", factory=dict, description="not in a list")
+""",
+    )
+    started = time.monotonic()
+    registry = PluginRegistry.discover()
+    assert time.monotonic() - started < 10
+    errors = {b.package: b.error for b in registry.broken}
+    assert errors["stuck-hook"] == (
+        "PluginHung: did not return within 0.5 s (HYDRAOPT_PLUGIN_DEADLINE_S)"
+    )
+    assert errors["stuck-import"].startswith("PluginHung: did not return within 0.5 s")
+    assert "must return or yield registrations, got GeneratorPlugin" in errors["single-answer"]
+    assert "reference-mechanics" in registry.names("simulator")
+
+
+def test_a_bad_plugin_deadline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HYDRAOPT_PLUGIN_DEADLINE_S", "soon")
+    with pytest.raises(PluginError, match="HYDRAOPT_PLUGIN_DEADLINE_S='soon' is not a number"):
+        PluginRegistry.discover()
+
+
 def test_factory_must_build_the_kinds_interface():
     registry = PluginRegistry(
         [_registered(GeneratorPlugin(name="bad", factory=lambda s: object(), description="x"))]
