@@ -72,7 +72,11 @@ class LaplaceWallStress:
         radius_mm = (3 * patient.esv_ml * 1000 / (4 * np.pi)) ** (1 / 3)
         wall_mm = patient.wall_thickness_mm + designs.thickness_mm
         stress = pressure_kpa * radius_mm / (2 * wall_mm * (1 + wall_mm / (2 * radius_mm)))
-        return Outcomes(self.outputs, {"wall_stress_kpa": stress})
+        # A design its polymer cannot make is failed with the reason, never clipped.
+        failed = np.logical_or.reduce(list(designs.outside_polymer_range().values()))
+        reasons = np.where(failed, "outside its polymer's achievable ranges", "").astype(object)
+        stress = np.where(failed, np.nan, stress)
+        return Outcomes(self.outputs, {"wall_stress_kpa": stress}, failed, reasons)
 
 
 class AtomCountEncoder:

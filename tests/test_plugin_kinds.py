@@ -62,11 +62,18 @@ def test_example_designs_need_no_generator_and_are_all_makeable(registry):
     assert not outcomes.failed.any()
 
 
-@pytest.mark.parametrize("name", ["reference-mechanics", "reference-ep", "thick-wall-stress"])
-def test_simulators_pass_the_registration_check(registry, patient, make_designs, name):
+# The reference electrophysiology steps a batch's lanes together: a design's result depends on
+# its lane-mates within the scheme's accuracy, up to 0.55% on this coarse mesh
+# (docs/physics.md §3.1).
+@pytest.mark.parametrize(
+    ("name", "batch_rtol"),
+    [("reference-mechanics", 1e-9), ("reference-ep", 1e-2), ("thick-wall-stress", 1e-9)],
+)
+def test_simulators_pass_the_registration_check(registry, patient, make_designs, name, batch_rtol):
     """Built in or installed from their own package: settings that refuse unknown keys and
-    pickle, a deterministic simulator with declared outputs, nothing written outside its
-    working directory."""
+    pickle, a deterministic simulator with declared outputs whose results do not depend on
+    the batch, nothing written outside its working directory, the evaluation's timeout
+    honoured in a worker process."""
     from hydraopt.testing import check_simulator_plugin
     from hydraopt_simulators.lv_mesh.builder import EllipsoidMesher, EllipsoidMeshSettings
 
@@ -79,8 +86,15 @@ def test_simulators_pass_the_registration_check(registry, patient, make_designs,
         [0.02, 0.02],
         [1.0, 2.0],
     )
+    # Rebuilt and run in a worker process under a timeout, as a run does, and stopped half-way.
     outcomes = check_simulator_plugin(
-        registry.get("simulator", name).registration, {}, patient, mesh, designs
+        registry.get("simulator", name).registration,
+        {},
+        patient,
+        mesh,
+        designs,
+        timeout_s=300,
+        batch_rtol=batch_rtol,
     )
     assert not outcomes.failed.any(), outcomes.failure_reason
 
@@ -135,7 +149,9 @@ def test_the_registration_check_catches_writes_outside_the_working_directory():
 
         def simulate(self, patient, mesh, designs, workdir):
             Path("scratch.txt").write_text("left behind")  # the current directory
-            return Outcomes(self.outputs, {"x": np.zeros(len(designs))})
+            failed = np.logical_or.reduce(list(designs.outside_polymer_range().values()))
+            reasons = np.where(failed, "outside its polymer's ranges", "").astype(object)
+            return Outcomes(self.outputs, {"x": np.where(failed, np.nan, 0.0)}, failed, reasons)
 
     registration = SimulatorPlugin(
         name="litter", factory=Litter, settings=NoSettings, description="leaves files"

@@ -12,10 +12,11 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 
 from hydraopt_plugins.encoders import MorganSettings
+from hydraopt_plugins.encoders.psmiles import parse_psmiles
 
 
 class MorganEncoder:
@@ -43,13 +44,7 @@ class MorganEncoder:
         return None
 
     def _counts(self, smiles: str) -> np.ndarray:
-        RDLogger.DisableLog("rdApp.*")  # the error below says what was wrong
-        try:
-            molecule = Chem.MolFromSmiles(smiles)
-        finally:
-            RDLogger.EnableLog("rdApp.*")
-        if molecule is None:
-            raise ValueError(f"RDKit cannot parse the PSMILES {smiles!r}")
+        molecule = parse_psmiles(smiles)
         roots = [atom.GetIdx() for atom in molecule.GetAtoms() if atom.GetAtomicNum() != 0]
         counts = self._generator.GetCountFingerprintAsNumPy(molecule, fromAtoms=roots)
         return counts.astype(np.float32)

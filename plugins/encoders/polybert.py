@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from hydraopt_plugins.encoders import PolyBertSettings
+from hydraopt_plugins.encoders.psmiles import parse_psmiles
 
 # Files whose bytes decide the embeddings (whichever of them the folder has).
 MODEL_FILES = (
@@ -121,6 +122,7 @@ class PolyBertModule(nn.Module):
     def _tokens(self, smiles: str) -> list[int]:
         """Token ids with the special tokens, computed once per PSMILES."""
         if smiles not in self._token_ids:
+            parse_psmiles(smiles)  # a tokenizer reads anything; refuse what is no molecule
             ids = self.tokenizer(smiles)["input_ids"]
             if len(ids) > self.max_tokens:
                 raise ValueError(

@@ -33,6 +33,7 @@ from hydraopt.domain import (
 from hydraopt.plugin_types import Encoder
 from hydraopt_plugins.surrogates import HydraBertSettings
 from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting
+from hydraopt_plugins.surrogates.hydrabert.mc_dropout import SampledNetworks
 from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork
 from hydraopt_plugins.surrogates.hydrabert.scaling import Standardiser, log_features
 from hydraopt_plugins.surrogates.hydrabert.scorer import HydraBertScorer, summarise
@@ -300,8 +301,7 @@ class HydraBertSurrogate:
         features = torch.from_numpy(
             scaler.forward(log_features(inputs.features)).astype(np.float32)
         )
-        # Polymers in PSMILES order, whatever order the inputs list them in: the MC-dropout
-        # draws then fall on the same rows for the same inputs.
+        # Polymers in PSMILES order, whatever order the inputs list them in.
         distinct = sorted({p.psmiles for p in inputs.polymers})
         position = np.array([distinct.index(p.psmiles) for p in inputs.polymers], dtype=np.int64)
         embedding = torch.from_numpy(self._embeddings(distinct))
@@ -314,31 +314,25 @@ class HydraBertSurrogate:
         samples = self.settings.mc_samples
         dtype = autocast_dtype(self.device, self.settings.precision)
         model.eval()
-        if samples > 1:  # MC dropout: dropout on, everything else as in evaluation
-            for module in model.network.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.train()
-        generator_state = torch.get_rng_state()
-        # The same inputs give the same predictions, MC dropout included.
-        torch.manual_seed(self._meta["seed"] % TORCH_SEED_RANGE)
+        # MC dropout as sampled networks: each draw's masks are fixed by the seed, so a row's
+        # prediction depends neither on the other rows nor on how they are chunked.
+        sampler = SampledNetworks(model.network, self._meta["seed"] % TORCH_SEED_RANGE)
         parts: dict[str, list[np.ndarray]] = {}
         spreads: dict[str, list[np.ndarray]] = {}
-        try:
-            with torch.no_grad():
-                for start in range(0, len(inputs), self.settings.predict_batch_size):
-                    rows = slice(start, start + self.settings.predict_batch_size)
-                    draws = [
+        with torch.no_grad(), sampler.active() if samples > 1 else nullcontext():
+            for start in range(0, len(inputs), self.settings.predict_batch_size):
+                rows = slice(start, start + self.settings.predict_batch_size)
+                draws = []
+                for draw in range(samples):
+                    sampler.draw = draw
+                    draws.append(
                         self._forward(
                             model, features[rows], embedding, polymer[rows], category[rows], dtype
                         )
-                        for _ in range(samples)
-                    ]
-                    for name, (mean, std) in self._summarise(draws).items():
-                        parts.setdefault(name, []).append(mean)
-                        spreads.setdefault(name, []).append(std)
-        finally:
-            torch.set_rng_state(generator_state)
-            model.eval()
+                    )
+                for name, (mean, std) in self._summarise(draws).items():
+                    parts.setdefault(name, []).append(mean)
+                    spreads.setdefault(name, []).append(std)
         values = {name: _joined(parts.get(name), len(inputs), spec) for name, spec in self._named()}
         std = {name: _joined(spreads.get(name), len(inputs), spec) for name, spec in self._named()}
         return Predictions(Outcomes(self.outputs, values), std)

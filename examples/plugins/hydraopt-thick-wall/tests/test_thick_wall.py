@@ -32,7 +32,7 @@ def test_its_registration_passes_as_hydraopt_uses_it():
     """Settings that refuse unknown keys and pickle, nothing written outside the working
     directory, and the simulator's own check, from the registration its hook yields."""
     (registration,) = hydraopt_simulators()
-    check_simulator_plugin(registration, {"weeks_after_injection": 12.0})
+    check_simulator_plugin(registration, {"weeks_after_injection": 12.0}, timeout_s=60)
 
 
 def test_a_thin_wall_obeys_laplaces_law():
