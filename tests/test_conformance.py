@@ -48,6 +48,14 @@ def test_the_generators(registry, name, settings):
     check_generator_plugin(registration(registry, "generator", name), settings)
 
 
+def test_the_policy_generator_around_proposals(registry):
+    """It samples around a patient's policy proposals, which the design engine binds."""
+    from hydraopt.testing import check_generator, check_registration, example_designs
+
+    generator = check_registration(registration(registry, "generator", "policy"))
+    check_generator(generator.around(example_designs(3)), example_designs(3).space)
+
+
 @pytest.mark.parametrize(("name", "settings"), [("morgan", {"fp_size": 256}), ("none", {})])
 def test_the_offline_encoders(registry, name, settings):
     check_encoder_plugin(registration(registry, "encoder", name), settings)

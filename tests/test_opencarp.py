@@ -286,6 +286,19 @@ def test_standin_beat_gives_the_reference_outputs(
     assert "activation_time_ms" in (design / "activation.xdmf").read_text()
 
 
+def test_the_registration_passes_the_conformance_checks(standin, patient, lv_mesh, two_designs):
+    """From its registration, as a run uses it; in a worker process under a timeout too:
+    stopped half-way, no openCARP it started survives."""
+    from hydraopt.registry import PluginRegistry
+    from hydraopt.testing import check_simulator_plugin
+
+    registration = PluginRegistry.discover().get("simulator", "opencarp").registration
+    outcomes = check_simulator_plugin(
+        registration, {}, patient, lv_mesh, two_designs, timeout_s=300, batch_rtol=1e-6
+    )
+    assert not outcomes.failed.any(), outcomes.failure_reason
+
+
 @pytest.mark.parametrize(
     ("mode", "kind"),
     [

@@ -202,7 +202,9 @@ def test_conforms_and_writes_activation_and_repolarisation_maps(
     ep, patient, lv_mesh, make_designs, tmp_path
 ):
     designs = make_designs("gelma-cnt", ["scar_bz25", "scar_bz50"], 15.0, 30.0, 0.2, 1.0)
-    outcomes = check_simulator(ep, patient, lv_mesh, designs, tmp_path)
+    # Lane-mates share a step: results depend on the batch within the scheme's accuracy
+    # (docs/physics.md §3.1).
+    outcomes = check_simulator(ep, patient, lv_mesh, designs, tmp_path, batch_rtol=1e-2)
     # Border-zone conduction is slower than healthy tissue's 0.6 m/s along fibres.
     assert np.all(outcomes["bz_conduction_velocity_m_per_s"] < 0.6)
     fields = meshio.read(tmp_path / "first" / "activation.xdmf").point_data

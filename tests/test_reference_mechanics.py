@@ -286,7 +286,9 @@ def test_no_hydrogel_means_no_effect(mechanics, patient, lv_mesh, make_designs):
 
 def test_conforms_and_ef_is_stroke_volume_over_edv(mechanics, patient, lv_mesh, make_designs):
     designs = make_designs("alginate-algisyl", "scar_bz50", [2.0, 5.0], 120.0, 0.02, [0.5, 1.5])
-    outcomes = check_simulator(mechanics, patient, lv_mesh, designs)
+    # A batch beats until all of its hearts settle: batch-mates move a result within the
+    # settling tolerance (docs/physics.md §2).
+    outcomes = check_simulator(mechanics, patient, lv_mesh, designs, batch_rtol=2e-3)
     # A gel gone by the endpoint is the untreated heart with the same coverage.
     untreated = make_designs("pegda-pla", "scar_bz50", 10.0, 2.0, 0.01, 1.0)
     reference = mechanics.simulate(patient, lv_mesh, untreated, None)

@@ -27,7 +27,8 @@ def check_simulator(
     """A simulator declares unique outputs with units and returns exactly those, one row per
     design, deterministically; a design's result does not depend on the batch it came in
     (within ``batch_rtol``: the core splits and regroups batches freely); a design its polymer
-    cannot make comes back failed with a reason."""
+    cannot make comes back failed with a reason. ``batch_rtol`` is relative to each output's
+    largest magnitude over the designs."""
     import tempfile
 
     assert isinstance(simulator, Simulator), (
@@ -66,14 +67,16 @@ def check_simulator(
             f"{spec.name} differs between two identical calls: a simulator must be deterministic"
         )
         split = np.concatenate([part[spec.name] for part in parts])
-        if not np.allclose(split, values, rtol=batch_rtol, atol=0.0, equal_nan=True):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                relative = np.nanmax(np.abs(split - values) / np.abs(values))
+        # Relative to the output's largest magnitude in the batch: a value near zero is not
+        # held to a relative precision its scale never had.
+        scale = float(np.nanmax(np.abs(values), initial=0.0)) if values.size else 0.0
+        difference = float(np.nanmax(np.abs(split - values), initial=0.0)) if values.size else 0.0
+        if difference > batch_rtol * scale or not np.array_equal(np.isnan(split), np.isnan(values)):
             raise AssertionError(
                 f"{spec.name} of a design depends on the batch it is simulated in (largest "
-                f"difference {np.nanmax(np.abs(split - values)):.3g}, relative {relative:.3g}, "
-                f"allowed {batch_rtol:.3g}); the core splits and regroups batches, so each "
-                "design must get the result it would get alone"
+                f"difference {difference:.3g}, {difference / max(scale, 1e-300):.3g} of the "
+                f"output's largest magnitude, allowed {batch_rtol:.3g}); the core splits and "
+                "regroups batches, so each design must get the result it would get alone"
             )
     failed = np.asarray(first.failed)
     reasons = np.asarray(first.failure_reason, dtype=object)
