@@ -1,0 +1,58 @@
+"""The surrogate's settings tried on the validation patients, never the test patients: a
+every third row of the training patients in a run's dataset, the configured surrogate with the
+changes given, judged on the validation split. Needs the run up to its dataset stage.
+
+    python benchmarks/experiment_surrogate_settings.py PIPELINE \
+        '{"name": {"heads.delta_ef_pct.heteroscedastic": false}, "baseline": {}}'
+
+Prints per variant delta-EF R², MAE and 90% coverage, stress-reduction R² and coverage,
+is_optimal AUROC and F1, and the training time.
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hydraopt.config import load_pipeline
+from hydraopt.registry import PluginRegistry
+from hydraopt.stages.train import load_training_table
+from hydraopt.store import RunStore
+from hydraopt.surrogate_evaluation import prediction_metrics
+
+registry = PluginRegistry.discover()
+pipeline = load_pipeline(Path(sys.argv[1]), registry)
+store = RunStore(pipeline.run_dir)
+data, split = load_training_table(store.tables("dataset"))
+train = data.take(np.flatnonzero(split == "train")[::3])
+validation = data.take(split == "validation")
+base = pipeline.plugin_settings[("surrogate",)].model_dump()
+config = pipeline.config
+encoder = registry.create("encoder", config.encoder.plugin, pipeline.plugin_settings[("encoder",)])
+variants = json.loads(sys.argv[2])
+for name, changes in variants.items():
+    settings = json.loads(json.dumps(base))
+    for key, value in changes.items():
+        target = settings
+        *path, last = key.split(".")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    plugin = config.surrogate.plugin
+    model = registry.create(
+        "surrogate", plugin, registry.validate_settings("surrogate", plugin, settings)
+    )
+    began = time.perf_counter()
+    model.fit(train, validation, encoder, Path(tempfile.mkdtemp()), seed=config.study.seed)
+    m = prediction_metrics(validation, model.predict(validation.inputs), 0.9)
+    d, s = m["delta_ef_pct"], m["bz_stress_reduction_pct"]
+    print(
+        f"{name}: dEF R2 {d['r2']:.4f} MAE {d['mae']:.4f} cov {d['interval_coverage']:.3f}; "
+        f"stress R2 {s['r2']:.4f} cov {s['interval_coverage']:.3f}; "
+        f"AUROC {m['is_optimal']['auroc']:.4f} F1 {m['is_optimal']['f1']:.3f}; "
+        f"{time.perf_counter() - began:.0f} s",
+        flush=True,
+    )
