@@ -1,4 +1,4 @@
-"""The surrogate's settings tried on the validation patients, never the test patients: a
+"""The surrogate's settings tried on the validation patients, never the test patients:
 every third row of the training patients in a run's dataset, the configured surrogate with the
 changes given, judged on the validation split. Needs the run up to its dataset stage.
 
