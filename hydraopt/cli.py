@@ -215,10 +215,12 @@ def plugins(kind: str | None, show_settings: bool) -> None:
 
 
 def _warn_environment(pipeline: Any, registry: Any) -> None:
-    from hydraopt.validation import environment_warnings
+    from hydraopt.validation import environment_warnings, timeout_warnings
 
     for warning in environment_warnings(pipeline, registry):
         click.echo(f"warning: {warning}; its evaluations will be recorded as failed", err=True)
+    for warning in timeout_warnings(pipeline, registry):
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _warn_broken(registry: Any) -> None:

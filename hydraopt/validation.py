@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hydraopt import hookspecs
 from hydraopt.config import Pipeline, build_design_space, dotted_key
 from hydraopt.errors import HydraoptError
 from hydraopt.inputs import load_cohort, load_library
@@ -75,6 +76,20 @@ def environment_warnings(pipeline: Pipeline, registry: PluginRegistry) -> list[s
         check = getattr(simulator, "environment_problems", None)
         if callable(check):
             warnings += [f"simulator {name!r}: {problem}" for problem in check()]
+    return warnings
+
+
+def timeout_warnings(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:
+    """Simulators from other packages than hydraopt that run without a ``timeout_s``: one
+    whose evaluation hangs would hold its worker, and the study, for ever."""
+    warnings = []
+    for name, table in pipeline.config.simulators.items():
+        package = registry.get("simulator", name).package
+        if package != hookspecs.PROJECT_NAME and "timeout_s" not in table:
+            warnings.append(
+                f"simulator {name!r} (package {package}) has no timeout_s: an evaluation "
+                f"that hangs would stall the study; set [simulators.{name}] timeout_s"
+            )
     return warnings
 
 

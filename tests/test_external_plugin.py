@@ -38,3 +38,24 @@ def test_a_pipeline_runs_it_beside_the_built_in_simulators(tmp_path):
     table = store.tables("dataset").table("outputs")
     relief = table["mean_wall_stress_reduction_pct"]
     assert len(relief) == 24 and np.all(np.isfinite(relief)) and relief.max() > 0
+
+
+def test_validate_warns_when_a_third_party_simulator_has_no_timeout(tmp_path):
+    result = CliRunner().invoke(main, ["validate", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "timeout_s" not in result.output  # the example sets one
+    untimed = tmp_path / "untimed.toml"
+    text = EXAMPLE.read_text(encoding="utf-8")
+    untimed.write_text(
+        text.replace("timeout_s = 120", "").replace(
+            'output_dir = "../runs"', 'output_dir = "runs"'
+        ),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["validate", str(untimed)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: simulator 'thick-wall-stress' (package hydraopt-thick-wall) has no "
+        "timeout_s" in result.output
+    )
+    assert "reference-mechanics' (package" not in result.output  # built-ins are hydraopt's
