@@ -9,7 +9,8 @@ Needs the pipeline's run up to its train stage (the dataset and the trained surr
    default) on the training patients, timed; environment steps per second, updates included.
 2. stable-baselines3's PPO on the same vectorised environment, its hybrid action relaxed to a
    Box (polymer and coverage binned from two coordinates, the four continuous ones squashed
-   as ours are), with the same rollout size, epochs, minibatches and constants; timed.
+   as ours are), with the same rollout size, epochs, minibatches, network widths and
+   constants; timed. Each trainer runs ``--repeats`` times (3), alternating; medians.
 3. Held-out patients (the dataset's validation and test patients: neither the surrogate nor
    the policy trained on them), each method with the same number of surrogate-scored designs
    per patient: the trained policy run on the patient (no per-patient search), random search
@@ -22,6 +23,7 @@ Needs the pipeline's run up to its train stage (the dataset and the trained surr
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ from hydraopt_plugins.policies.ppo import PPOPolicy
 
 FIGURE = Path(__file__).parent / "figures" / "policy_reward_vs_calls.png"
 GA_POPULATION = 20
+SB3_LABELS = {False: "its DummyVecEnv of single-patient envs", True: "our batched env"}
 
 
 @dataclass
@@ -335,6 +338,7 @@ def main() -> None:
     parser.add_argument("--episodes-per-patient", type=int, default=4)
     parser.add_argument("--sb3-steps", type=int, default=0, help="0: the same budget as ours")
     parser.add_argument("--patients", choices=["held-out", "test"], default="held-out")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each trainer")
     args = parser.parse_args()
     torch.manual_seed(0)
     study = load_study(args.pipeline)
@@ -349,26 +353,46 @@ def main() -> None:
     # process builds its first optimizer: paid once per process, by whichever trainer comes
     # first, so it is paid here, outside both timings.
     torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
-    study.reward.rows_scored = 0
-    policy, seconds, env_steps = train_ppo(study, settings)
-    ours = env_steps / seconds
-    final = policy.history[-1]
-    print(
-        f"ppo: {settings.episodes} episodes x {steps} designs = {env_steps} environment steps "
-        f"in {seconds:.2f} s ({ours:,.0f} steps/s, updates included; "
-        f"{len(policy.history)} updates); final mean reward "
-        f"{final['mean_reward']:.4f}, feasible {final['feasible_share']:.0%}"
-    )
-    sb3_steps = args.sb3_steps or env_steps
-    for batched, label in (
-        (False, "its DummyVecEnv of single-patient envs"),
-        (True, "our batched env"),
-    ):
-        sb3_seconds = time_stable_baselines3(study, settings, sb3_steps, batched)
-        theirs = sb3_steps / sb3_seconds
+    # This machine's timings vary by up to a fifth from one run to the next, so each
+    # trainer runs ``--repeats`` times, ours and stable-baselines3's alternating so that
+    # both meet the same conditions; medians and the ratio of medians are reported.
+    sb3_steps = args.sb3_steps
+    ours_seconds: list[float] = []
+    theirs_seconds: dict[bool, list[float]] = {False: [], True: []}
+    for repeat in range(args.repeats):
+        policy, seconds, env_steps = train_ppo(study, settings)
+        ours_seconds.append(seconds)
+        final = policy.history[-1]
         print(
-            f"stable-baselines3 PPO on {label}: {sb3_steps} steps in {sb3_seconds:.2f} s "
-            f"({theirs:,.0f} steps/s); ours / theirs = {ours / theirs:.1f}x"
+            f"ppo run {repeat + 1}: {settings.episodes} episodes x {steps} designs = "
+            f"{env_steps} environment steps in {seconds:.2f} s ({env_steps / seconds:,.0f} "
+            f"steps/s, updates included; {len(policy.history)} updates); final mean reward "
+            f"{final['mean_reward']:.4f}, feasible {final['feasible_share']:.0%}"
+        )
+        sb3_steps = args.sb3_steps or env_steps
+        for batched in (False, True):
+            theirs_seconds[batched].append(
+                time_stable_baselines3(study, settings, sb3_steps, batched)
+            )
+            print(
+                f"  stable-baselines3 PPO on {SB3_LABELS[batched]}: {sb3_steps} steps in "
+                f"{theirs_seconds[batched][-1]:.2f} s"
+            )
+    ours = env_steps / statistics.median(ours_seconds)
+    print(
+        f"ppo, median of {args.repeats}: {statistics.median(ours_seconds):.2f} s "
+        f"(range {min(ours_seconds):.2f}-{max(ours_seconds):.2f}), {ours:,.0f} steps/s"
+    )
+    for batched in (False, True):
+        runs = theirs_seconds[batched]
+        theirs = sb3_steps / statistics.median(runs)
+        ratios = [
+            (env_steps / a) / (sb3_steps / b) for a, b in zip(ours_seconds, runs, strict=True)
+        ]
+        print(
+            f"stable-baselines3 PPO on {SB3_LABELS[batched]}, median of {args.repeats}: "
+            f"{theirs:,.0f} steps/s; ours / theirs = {ours / theirs:.1f}x "
+            f"(per alternation {min(ratios):.1f}-{max(ratios):.1f}x)"
         )
 
     wanted = ("test",) if args.patients == "test" else ("validation", "test")

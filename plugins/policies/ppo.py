@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,39 @@ class Rollout:
         return advantages, advantages + self.value
 
 
+@dataclass(frozen=True)
+class Samples:
+    """The rollout flattened to one row per environment step, with its advantages and
+    returns: what the clipped updates draw their minibatches from."""
+
+    observation: torch.Tensor
+    polymer: torch.Tensor
+    coverage: torch.Tensor
+    latent: torch.Tensor
+    log_prob: torch.Tensor
+    advantage: torch.Tensor
+    returns: torch.Tensor
+    value: torch.Tensor
+
+    @classmethod
+    def of(cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Samples:
+        rows = advantages.numel()
+        return cls(
+            rollout.observation.reshape(rows, -1),
+            rollout.polymer.reshape(rows),
+            rollout.coverage.reshape(rows),
+            rollout.latent.reshape(rows, -1),
+            rollout.log_prob.reshape(rows),
+            advantages.reshape(rows),
+            returns.reshape(rows),
+            rollout.value.reshape(rows),
+        )
+
+    def take(self, rows: torch.Tensor | slice) -> Samples:
+        """The rows selected by an index tensor (a copy) or a slice (views)."""
+        return Samples(*(getattr(self, field.name)[rows] for field in fields(self)))
+
+
 # ---- the policy plugin ----------------------------------------------------------------------
 
 
@@ -232,9 +265,8 @@ class PPOPolicy:
             ).to(device)
         # fused: one kernel over all parameters; the networks are small and the per-tensor
         # loop of the default implementation dominated the update.
-        optimizer = torch.optim.Adam(
-            agent.parameters(), lr=s.learning_rate, eps=ADAM_EPSILON, fused=True
-        )
+        parameters = list(agent.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=s.learning_rate, eps=ADAM_EPSILON, fused=True)
         generator = torch.Generator(device=device)
         generator.manual_seed(torch_seed)
         observation, _ = env.reset(seed=torch_seed)
@@ -285,55 +317,47 @@ class PPOPolicy:
                     agent.value(observation), s.gamma, s.gae_lambda
                 )
 
-            # 2. Clipped policy updates over minibatches of the flattened rollout.
-            b_observation = rollout.observation.reshape(batch_size, -1)
-            b_polymer = rollout.polymer.reshape(-1)
-            b_coverage = rollout.coverage.reshape(-1)
-            b_latent = rollout.latent.reshape(batch_size, -1)
-            b_log_prob = rollout.log_prob.reshape(-1)
-            b_advantage = advantages.reshape(-1)
-            b_return = returns.reshape(-1)
-            b_value = rollout.value.reshape(-1)
+            # 2. Clipped policy updates over minibatches of the flattened rollout, shuffled
+            # once per epoch so that each minibatch is a contiguous slice (a view, not a copy).
+            samples = Samples.of(rollout, advantages, returns)
             clip_fractions: list[torch.Tensor] = []
             for _ in range(s.update_epochs):
-                order = torch.randperm(batch_size, generator=generator, device=device)
+                shuffled = samples.take(
+                    torch.randperm(batch_size, generator=generator, device=device)
+                )
                 for first in range(0, batch_size, minibatch_size):
-                    rows = order[first : first + minibatch_size]
-                    distribution = agent.distribution(b_observation[rows])
-                    new_log_prob = distribution.log_prob(
-                        b_polymer[rows], b_coverage[rows], b_latent[rows]
-                    )
+                    mb = shuffled.take(slice(first, first + minibatch_size))
+                    distribution = agent.distribution(mb.observation)
+                    new_log_prob = distribution.log_prob(mb.polymer, mb.coverage, mb.latent)
                     entropy = distribution.entropy()
-                    new_value = agent.value(b_observation[rows])
-                    log_ratio = new_log_prob - b_log_prob[rows]
+                    new_value = agent.value(mb.observation)
+                    log_ratio = new_log_prob - mb.log_prob
                     ratio = log_ratio.exp()
                     with torch.no_grad():
                         approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
                         clip_fractions.append(((ratio - 1.0).abs() > s.clip_coef).float().mean())
-                    advantage = b_advantage[rows]
-                    if len(rows) > 1:
+                    advantage = mb.advantage
+                    if len(advantage) > 1:
                         advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
                     policy_loss = torch.max(
                         -advantage * ratio,
                         -advantage * ratio.clamp(1 - s.clip_coef, 1 + s.clip_coef),
                     ).mean()
                     if s.clip_value_loss:
-                        clipped = b_value[rows] + (new_value - b_value[rows]).clamp(
-                            -s.clip_coef, s.clip_coef
-                        )
+                        clipped = mb.value + (new_value - mb.value).clamp(-s.clip_coef, s.clip_coef)
                         value_loss = (
                             0.5
                             * torch.max(
-                                (new_value - b_return[rows]) ** 2, (clipped - b_return[rows]) ** 2
+                                (new_value - mb.returns) ** 2, (clipped - mb.returns) ** 2
                             ).mean()
                         )
                     else:
-                        value_loss = 0.5 * ((new_value - b_return[rows]) ** 2).mean()
+                        value_loss = 0.5 * ((new_value - mb.returns) ** 2).mean()
                     entropy_mean = entropy.mean()
                     loss = policy_loss - s.entropy_coef * entropy_mean + s.value_coef * value_loss
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), s.max_grad_norm)
+                    nn.utils.clip_grad_norm_(parameters, s.max_grad_norm)
                     optimizer.step()
                     # kept as tensors: reading a number out after every step would stall
                     latest = (policy_loss, value_loss, entropy_mean, approx_kl)
@@ -348,8 +372,10 @@ class PPOPolicy:
             )
 
             # 3. Diagnostics, then a checkpoint a killed training resumes from.
-            variance = b_return.var()
-            explained = 1 - (b_return - b_value).var() / variance if variance > 0 else 0.0
+            variance = samples.returns.var()
+            explained = (
+                1 - (samples.returns - samples.value).var() / variance if variance > 0 else 0.0
+            )
             entry = {
                 "update": iteration + 1,
                 "env_steps": (iteration + 1) * batch_size,
