@@ -323,3 +323,24 @@ def test_rows_are_matched_to_polymers_by_psmiles_not_by_position(data, tmp_path)
         second.predict(shuffled.inputs)["delta_ef_pct"],
         rtol=1e-5,
     )
+
+
+def test_platt_scaling_recovers_the_slope_and_the_criterion_ignores_overconfidence():
+    """The epoch-selection criterion of a classification head is its log-loss after Platt
+    scaling: a logit multiplied by 5 (overconfident) scores as the logit itself, a logit
+    that ranks the rows worse scores worse."""
+    import torch
+
+    from hydraopt_plugins.surrogates.hydrabert.losses import fit_platt, recalibrated_log_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logit = 3 * torch.randn(50_000, generator=generator)
+    label = (torch.rand(50_000, generator=generator) < torch.sigmoid(0.7 * logit - 2)).double()
+    slope, intercept = fit_platt(logit, label)
+    assert slope == pytest.approx(0.7, abs=0.03) and intercept == pytest.approx(-2, abs=0.06)
+    assert fit_platt(5 * logit, label)[0] == pytest.approx(slope / 5, rel=1e-6)
+    calibrated = recalibrated_log_loss(logit, label)
+    assert recalibrated_log_loss(5 * logit, label) == pytest.approx(calibrated, rel=1e-9)
+    blurred = logit + 3 * torch.randn(50_000, generator=generator)
+    assert recalibrated_log_loss(blurred, label) > calibrated + 0.02
+    assert fit_platt(logit, torch.zeros(50_000)) == (1.0, 0.0)  # one class: nothing to fit

@@ -30,6 +30,7 @@ from torch import nn
 from hydraopt_plugins.surrogates import HeadSettings
 
 LOG_VARIANCE_BOUND = 10.0  # keeps exp(-s) finite while a head is far from its fit
+PLATT_NEWTON_STEPS = 50  # converges in under ten on treatment labels; a bound, not a budget
 
 
 def head_loss(
@@ -79,6 +80,47 @@ def _classification_loss(
         p_true = torch.exp(-F.binary_cross_entropy_with_logits(logit, label, reduction="none"))
         weighted = (1 - p_true) ** head.focal_gamma * weighted
     return _masked_mean(weighted, valid)
+
+
+def fit_platt(logit: torch.Tensor, label: torch.Tensor) -> tuple[float, float]:
+    """Platt scaling (Platt 1999): the slope a and intercept b of p = sigmoid(a * logit + b)
+    that maximise the likelihood of the labels, by Newton's method on the two parameters with
+    step halving (the log-loss is convex in them). (1, 0) where the labels hold one class."""
+    x = logit.detach().double().flatten()
+    y = label.detach().double().flatten()
+    if len(x) == 0 or bool((y == y[0]).all()):
+        return 1.0, 0.0
+    design = torch.stack([x, torch.ones_like(x)], 1)
+
+    def log_loss(theta: torch.Tensor) -> float:
+        return float(F.binary_cross_entropy_with_logits(design @ theta, y))
+
+    theta = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    loss = log_loss(theta)
+    for _ in range(PLATT_NEWTON_STEPS):
+        p = torch.sigmoid(design @ theta)
+        gradient = design.T @ (p - y)
+        # A tiny ridge keeps the step finite where the classes are separable.
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + 1e-9 * torch.eye(2).double()
+        step = torch.linalg.solve(hessian, gradient)
+        shrink = 1.0
+        while shrink > 1e-6 and log_loss(theta - shrink * step) > loss:
+            shrink /= 2
+        if shrink <= 1e-6:
+            break
+        theta = theta - shrink * step
+        improved, loss = loss - log_loss(theta), log_loss(theta)
+        if improved < 1e-12:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def recalibrated_log_loss(logit: torch.Tensor, label: torch.Tensor) -> float:
+    """The mean log-loss of the labels after Platt scaling of the logits: how well the logits
+    separate the classes, not counting the overconfidence that the scaling removes."""
+    slope, intercept = fit_platt(logit, label)
+    scaled = slope * logit.double().flatten() + intercept
+    return float(F.binary_cross_entropy_with_logits(scaled, label.double().flatten()))
 
 
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from hydraopt.domain import (
 )
 from hydraopt.plugin_types import Encoder
 from hydraopt_plugins.surrogates import HydraBertSettings
-from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting
+from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting, fit_platt
 from hydraopt_plugins.surrogates.hydrabert.mc_dropout import SampledNetworks
 from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork
 from hydraopt_plugins.surrogates.hydrabert.scaling import Standardiser, log_features
@@ -147,12 +147,11 @@ class HydraBertSurrogate:
         99 % of the targets (benchmarks/RESULTS.md).
 
         Classification outputs: Platt scaling (Platt 1999), p = sigmoid(a * logit + b) fitted
-        by logistic regression. The positive weight and focal loss that help a rare class
-        train also bias the probabilities; after scaling they are probabilities again, and
-        0.5 is the threshold that maximises accuracy.
+        by logistic regression (``fit_platt``, which also selects the epoch). The positive
+        weight and focal loss that help a rare class train also bias the probabilities; after
+        scaling they are probabilities again, and 0.5 is the threshold that maximises
+        accuracy.
         """
-        from sklearn.linear_model import LogisticRegression
-
         self._meta["std_scale"], self._meta["platt"] = {}, {}
         predicted = self.predict(validation.inputs)
         scales: dict[str, float] = {}
@@ -164,9 +163,8 @@ class HydraBertSurrogate:
                 if len(np.unique(target[ok])) < 2:
                     continue
                 probability = np.clip(predicted[name][ok], 1e-7, 1 - 1e-7)
-                logit = np.log(probability / (1 - probability)).reshape(-1, 1)
-                fit = LogisticRegression(C=1e6).fit(logit, target[ok].astype(int))
-                platt[name] = [float(fit.coef_[0, 0]), float(fit.intercept_[0])]
+                logit = torch.from_numpy(np.log(probability / (1 - probability)))
+                platt[name] = list(fit_platt(logit, torch.from_numpy(target[ok])))
                 continue
             std = predicted.std[name]
             ok = np.isfinite(target) & (std > 0)

@@ -21,7 +21,11 @@ from torch import nn
 
 from hydraopt.atomic import atomic_path
 from hydraopt_plugins.surrogates import HeadSettings, HydraBertSettings
-from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting, head_loss
+from hydraopt_plugins.surrogates.hydrabert.losses import (
+    TaskWeighting,
+    head_loss,
+    recalibrated_log_loss,
+)
 
 CHECKPOINT = "checkpoint.pt"
 TORCH_SEED_RANGE = 2**32  # seeds beyond it overflow torch's per-epoch generator seeds
@@ -89,14 +93,21 @@ class LossModel(nn.Module):
         self.huber_beta = dict(huber_beta)
         self.pos_weight = dict(pos_weight)
 
-    def forward(
-        self, data: Rows, rows: torch.Tensor, mean_only: bool = False
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def outputs(self, data: Rows, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every head's raw output for ``rows``."""
         polymers, inverse = torch.unique(data.polymer[rows], return_inverse=True)
-        outputs = self.network(
+        return self.network(
             data.features[rows], self.embedding(polymers), inverse, data.category[rows]
         )
-        losses = {
+
+    def losses(
+        self,
+        data: Rows,
+        rows: torch.Tensor,
+        outputs: Mapping[str, torch.Tensor],
+        mean_only: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        return {
             name: head_loss(
                 head,
                 outputs[name],
@@ -108,6 +119,11 @@ class LossModel(nn.Module):
             )
             for name, head in self.heads.items()
         }
+
+    def forward(
+        self, data: Rows, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = self.losses(data, rows, self.outputs(data, rows))
         return self.weighting(losses), losses
 
 
@@ -256,25 +272,40 @@ def evaluate_loss(
 ) -> tuple[float, dict[str, float]]:
     """The selection criterion over all rows, and each task's part of it.
 
-    It is the loss of the predicted means (Huber or MSE; the classification loss), each task
-    times its head's fixed weight. Not the training objective: validation patients are other
-    patients, on whom the noise a head learned on its training patients understates the
-    error, so their likelihood worsens while the means still improve. The predicted spread is
-    calibrated on them after training instead.
+    It is the loss of the predicted means (Huber or MSE), each task times its head's fixed
+    weight. Not the training objective: validation patients are other patients, on whom the
+    noise a head learned on its training patients understates the error, so their likelihood
+    worsens while the means still improve. The predicted spread is calibrated on them after
+    training instead. A classification head counts by its log-loss after Platt scaling on
+    these rows, which is also applied after training: its raw loss there rises as its logits
+    grow overconfident, which the scaling removes, and counting that against the epoch
+    stopped trainings while the other heads still improved (benchmarks/RESULTS.md).
     """
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    logits: dict[str, list[torch.Tensor]] = {}
+    labels: dict[str, list[torch.Tensor]] = {}
     device = data.features.device
     with torch.no_grad(), _autocast(device, dtype):
         for start in range(0, len(data), settings.predict_batch_size):
             rows = torch.arange(start, min(len(data), start + settings.predict_batch_size))
-            _, losses = model(data, rows.to(device), mean_only=True)
+            rows = rows.to(device)
+            outputs = model.outputs(data, rows)
+            losses = model.losses(data, rows, outputs, mean_only=True)
             for name, loss in losses.items():
-                weight = float(data.valid[name][rows].sum())
+                valid = data.valid[name][rows]
+                if settings.heads[name].kind == "classification":
+                    logits.setdefault(name, []).append(outputs[name][valid].float().cpu())
+                    labels.setdefault(name, []).append(data.targets[name][rows][valid].cpu())
+                    continue
+                weight = float(valid.sum())
                 sums[name] = sums.get(name, 0.0) + float(loss) * weight
                 counts[name] = counts.get(name, 0.0) + weight
     per_task = {name: sums[name] / max(counts[name], 1.0) for name in sums}
+    for name in logits:
+        per_task[name] = recalibrated_log_loss(torch.cat(logits[name]), torch.cat(labels[name]))
+    per_task = {name: per_task[name] for name in settings.heads if name in per_task}
     total = sum(settings.heads[name].weight * value for name, value in per_task.items())
     return float(total), per_task
 
