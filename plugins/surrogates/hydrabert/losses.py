@@ -30,7 +30,7 @@ from torch import nn
 from hydraopt_plugins.surrogates import HeadSettings
 
 LOG_VARIANCE_BOUND = 10.0  # keeps exp(-s) finite while a head is far from its fit
-PLATT_NEWTON_STEPS = 50  # converges in under ten on treatment labels; a bound, not a budget
+PLATT_NEWTON_STEPS = 50  # Newton needs a handful on this convex 2-parameter fit; only a guard
 
 
 def head_loss(
@@ -109,8 +109,8 @@ def fit_platt(logit: torch.Tensor, label: torch.Tensor) -> tuple[float, float]:
         if shrink <= 1e-6:
             break
         theta = theta - shrink * step
-        improved, loss = loss - log_loss(theta), log_loss(theta)
-        if improved < 1e-12:
+        previous, loss = loss, log_loss(theta)
+        if previous - loss < 1e-12:
             break
     return float(theta[0]), float(theta[1])
 
