@@ -13,6 +13,7 @@ the recipe's projected wall time. ``--full`` trains the whole recipe instead and
 measured time.
 
     python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
+        [--precision auto|fp32|bf16]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from hydraopt_plugins.encoders.polybert_untrained import (
 )
 from hydraopt_plugins.surrogates import HydraBertSettings
 from hydraopt_plugins.surrogates.hydrabert.surrogate import HydraBertSurrogate
-from hydraopt_plugins.surrogates.hydrabert.training import evaluate_loss
+from hydraopt_plugins.surrogates.hydrabert.training import autocast_dtype, evaluate_loss
 
 ROWS = 447_480
 EPOCHS = 15
@@ -68,6 +69,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="optimiser steps to time")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="train the whole recipe")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="the surrogate's precision setting ('auto': bf16 autocast on a CPU with native bf16)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     library = read_polymer_library(None)
@@ -88,7 +95,11 @@ def main() -> None:
     train = synthetic_rows(rows, polymers, 0)
     validation = synthetic_rows(BATCH, polymers, 1)
     epochs = EPOCHS if args.full else 1
-    settings = HydraBertSettings(epochs=epochs, batch_size=BATCH, mc_samples=1)
+    settings = HydraBertSettings(
+        epochs=epochs, batch_size=BATCH, mc_samples=1, precision=args.precision
+    )
+    dtype = autocast_dtype(torch.device("cpu"), settings.precision) or torch.float32
+    print(f"precision: {args.precision}, matrix products in {str(dtype).removeprefix('torch.')}")
     surrogate = HydraBertSurrogate(settings)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     start = time.perf_counter()
@@ -112,12 +123,12 @@ def main() -> None:
         p.numel() for n, p in encoder.module.named_parameters() if "embeddings" in n
     )
     step_flops = 4 * layer_weights * sum(tokens)
-    rate = _matmul_flops_per_s(sum(tokens), POLYBERT_ARCHITECTURE["hidden_size"])
+    rate = _matmul_flops_per_s(sum(tokens), POLYBERT_ARCHITECTURE["hidden_size"], dtype)
     floor = steps * (step_flops / rate + frozen_step_s)
     print(
         f"floor: {step_flops / 1e9:.0f} GFLOP per encoder step at this machine's "
-        f"{rate / 1e9:.0f} GFLOP/s matrix product, plus the rest of the step as measured: "
-        f"{floor / 60:.1f} min for the recipe"
+        f"{rate / 1e9:.0f} GFLOP/s {str(dtype).removeprefix('torch.')} matrix product, plus "
+        f"the rest of the step as measured: {floor / 60:.1f} min for the recipe"
     )
     if args.full:
         print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs): measured {seconds / 60:.1f} min")
@@ -129,9 +140,10 @@ def main() -> None:
         )
 
 
-def _matmul_flops_per_s(rows: int, width: int) -> float:
-    """float32 matrix products of the encoder's shape (tokens x hidden @ hidden x hidden)."""
-    a, b = torch.randn(rows, width), torch.randn(width, width)
+def _matmul_flops_per_s(rows: int, width: int, dtype: torch.dtype) -> float:
+    """Matrix products of the encoder's shape (tokens x hidden @ hidden x hidden) in the
+    training's autocast dtype."""
+    a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, width, dtype=dtype)
     for _ in range(3):
         a @ b
     start = time.perf_counter()

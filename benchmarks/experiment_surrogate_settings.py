@@ -1,6 +1,7 @@
 """The surrogate's settings tried on the validation patients, never the test patients:
 every third row of the training patients in a run's dataset, the configured surrogate with the
-changes given, judged on the validation split. Needs the run up to its dataset stage.
+changes given, judged on the validation split. Needs the run up to its dataset stage. A
+variant's "study.seed" replaces the study's seed (the training's).
 
     python benchmarks/experiment_surrogate_settings.py PIPELINE \
         '{"name": {"heads.delta_ef_pct.heteroscedastic": false}, "baseline": {}}'
@@ -35,6 +36,7 @@ encoder = registry.create("encoder", config.encoder.plugin, pipeline.plugin_sett
 variants = json.loads(sys.argv[2])
 for name, changes in variants.items():
     settings = json.loads(json.dumps(base))
+    seed = changes.pop("study.seed", config.study.seed)
     for key, value in changes.items():
         target = settings
         *path, last = key.split(".")
@@ -46,7 +48,7 @@ for name, changes in variants.items():
         "surrogate", plugin, registry.validate_settings("surrogate", plugin, settings)
     )
     began = time.perf_counter()
-    model.fit(train, validation, encoder, Path(tempfile.mkdtemp()), seed=config.study.seed)
+    model.fit(train, validation, encoder, Path(tempfile.mkdtemp()), seed=seed)
     m = prediction_metrics(validation, model.predict(validation.inputs), 0.9)
     d, s = m["delta_ef_pct"], m["bz_stress_reduction_pct"]
     print(

@@ -3,12 +3,13 @@ against a study's polymers and design space, and the patients' splits it was tra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hydraopt.domain import DesignSpace
+from hydraopt.domain import PATIENT_FEATURES, DesignSpace, Patient
 from hydraopt.domain.training import DATASET_FEATURE_NAMES
 from hydraopt.errors import DataError
 from hydraopt.plugin_calls import PluginHandle
@@ -80,3 +81,37 @@ def domain_problems(surrogate: Any, space: DesignSpace) -> list[str]:
                 "surrogate's training rows"
             )
     return problems
+
+
+def patient_extrapolation(surrogate: Any, patient: Patient) -> list[str]:
+    """The patient's features outside the range of the surrogate's training patients, each
+    with its value and that range: there the surrogate extrapolates, and on the seeds-scale
+    study that is where its error on a new patient lies (benchmarks/RESULTS.md). Empty when
+    the patient lies within, or when the surrogate does not say what it was trained on."""
+    domain = getattr(surrogate, "training_domain", None)
+    if domain is None:
+        return []
+    outside = []
+    for feature in PATIENT_FEATURES:
+        if feature.name not in domain.feature_ranges:
+            continue
+        low, high = domain.feature_ranges[feature.name]
+        value = float(getattr(patient, feature.name))
+        if value < low or value > high:
+            outside.append(
+                f"{feature.name} {value:.4g} {feature.unit} (trained on {low:.4g} to {high:.4g})"
+            )
+    return outside
+
+
+def report_extrapolation(
+    surrogate: Any, patients: Iterable[Patient], say: Callable[[str], None], stage: str
+) -> None:
+    """One line per patient whose features lie outside the surrogate's training patients."""
+    for patient in patients:
+        outside = patient_extrapolation(surrogate, patient)
+        if outside:
+            say(
+                f"  {stage}: patient {patient.patient_id} lies outside the surrogate's training "
+                f"patients in {'; '.join(outside)}: its predicted outcomes extrapolate"
+            )

@@ -246,13 +246,14 @@ def test_no_encoder_the_fusion_transformer_and_task_attention_train_too(data, tm
 
 def test_two_processes_train_data_parallel_as_one_does(data, tmp_path):
     """torchrun with two CPU processes (gloo): each takes half of every batch and the
-    gradients are averaged, which without dropout is the one-process gradient."""
+    gradients are averaged, which without dropout is the one-process gradient (in fp32: bf16
+    autocast rounds the two halves' products differently from the whole batch's)."""
     from hydraopt.distributed_training import default_launcher, fit_in_processes
     from hydraopt.registry import PluginRegistry
 
     train, validation, test = (d.take(slice(0, 256)) for d in data)
     registry = PluginRegistry.discover()
-    changes = {"epochs": 3, "dropout": 0.0, "batch_size": 64}
+    changes = {"epochs": 3, "dropout": 0.0, "batch_size": 64, "precision": "fp32"}
     surrogate_handle = registry.handle("surrogate", "hydrabert", settings(**changes))
     encoder_handle = registry.handle("encoder", "morgan", MorganSettings(fp_size=256))
     lines = []
@@ -281,6 +282,25 @@ def test_two_processes_train_data_parallel_as_one_does(data, tmp_path):
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_native_bf16_is_recognised_as_the_kernel_reports_it():
+    """The check read torch helpers that torch 2.13 removed and so always said no: on Linux
+    it must agree with the CPU flags the kernel lists."""
+    from pathlib import Path
+
+    from hydraopt_plugins.surrogates.hydrabert.training import cpu_has_native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    if not flags:
+        pytest.skip("/proc/cpuinfo lists no x86 flags")
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def test_bf16_autocast_trains_and_fp32_is_chosen_where_the_cpu_lacks_bf16(data, tmp_path):

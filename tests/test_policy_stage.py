@@ -13,7 +13,12 @@ from hydraopt.errors import HydraoptError
 from hydraopt.polymer_library import read_polymer_library
 from hydraopt.registry import PluginRegistry
 from hydraopt.store import RunStore
-from hydraopt.trained_surrogate import domain_problems
+from hydraopt.trained_surrogate import (
+    domain_problems,
+    patient_extrapolation,
+    patient_splits,
+    report_extrapolation,
+)
 from hydraopt.validation import validate_inputs
 
 from conftest import run_quietly
@@ -160,6 +165,9 @@ def test_the_tensor_scorer_agrees_with_predict_and_encodes_patients(study, regis
     from hydraopt.domain import PolymerInput, SurrogateInputs
 
     _, surrogate = loaded_surrogate(study, registry)
+    # fp32: the scorer folds the fusion's first layer, predict() does not, and under bf16
+    # autocast (the default on a CPU with native bf16) the two round differently.
+    surrogate.settings = surrogate.settings.model_copy(update={"precision": "fp32"})
     _, run_dir = study
     cohort = Cohort.from_columns(RunStore(run_dir).tables("cohort").table("patients"))
     space = DesignSpace(read_polymer_library(None).subset(POLYMERS))
@@ -216,6 +224,25 @@ def test_a_surrogate_that_never_saw_a_polymer_or_a_range_is_refused(study, regis
     problems = domain_problems(surrogate, build_design_space(wide, library.subset(POLYMERS)))
     assert len(problems) == 1 and problems[0].startswith("design_space.conductivity_s_per_m")
     assert "beyond the surrogate's training range" in problems[0]
+
+
+def test_a_patient_outside_the_surrogates_training_patients_is_named(study, registry):
+    import dataclasses
+
+    _, surrogate = loaded_surrogate(study, registry)
+    _, run_dir = study
+    cohort = Cohort.from_columns(RunStore(run_dir).tables("cohort").table("patients"))
+    splits = patient_splits(RunStore(run_dir).tables("dataset"))
+    trained = next(p for p in cohort if splits[p.patient_id] == "train")
+    assert patient_extrapolation(surrogate, trained) == []
+    low, high = surrogate.training_domain.feature_ranges["wall_thickness_mm"]
+    thick = dataclasses.replace(trained, patient_id="THICK", wall_thickness_mm=high + 1.0)
+    assert patient_extrapolation(surrogate, thick) == [
+        f"wall_thickness_mm {high + 1.0:.4g} mm (trained on {low:.4g} to {high:.4g})"
+    ]
+    lines: list[str] = []
+    report_extrapolation(surrogate, [trained, thick], lines.append, "screen")
+    assert len(lines) == 1 and "patient THICK lies outside" in lines[0]
 
 
 @pytest.mark.parametrize(

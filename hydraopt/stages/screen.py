@@ -29,7 +29,12 @@ from hydraopt.seeding import derive_seed
 from hydraopt.stages.base import CACHE_COUNTS, Stage, StageContext, Unit, report_cache_counts
 from hydraopt.stages.designs import load_space
 from hydraopt.store import read_h5_attrs, read_h5_table, write_h5
-from hydraopt.trained_surrogate import domain_problems, load_trained_surrogate, patient_splits
+from hydraopt.trained_surrogate import (
+    domain_problems,
+    load_trained_surrogate,
+    patient_splits,
+    report_extrapolation,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ def _run(context: StageContext) -> None:
             "screen: the trained surrogate does not cover this study's design space:\n  "
             + "\n  ".join(problems)
         )
+    report_extrapolation(surrogate, cohort, say, "screen")
     split_of = patient_splits(store.tables("dataset"))
     proposals = _proposals_by_patient(context, space)
     meshes = store.shards("meshes") if "meshes" in context.inputs else None

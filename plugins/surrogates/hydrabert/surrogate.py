@@ -110,10 +110,13 @@ class HydraBertSurrogate:
         assert self._model is not None
         rows_train = self._rows(train_data)
         rows_validation = self._rows(validation)
+        # The resolved precision too: 'auto' means bf16 on one CPU and fp32 on another, and
+        # a checkpoint is resumed only by a training that computes as it did.
         identity = hashlib.sha256(
             json.dumps(self._meta, sort_keys=True).encode()
             + _data_digest(train_data).encode()
             + _data_digest(validation).encode()
+            + str(autocast_dtype(self.device, self.settings.precision)).encode()
         ).hexdigest()
         history = train(
             self._model,
