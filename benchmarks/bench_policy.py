@@ -52,6 +52,7 @@ from hydraopt.store import RunStore
 from hydraopt.trained_surrogate import load_trained_surrogate, patient_splits
 from hydraopt_plugins.policies import PPOSettings
 from hydraopt_plugins.policies.ppo import PPOPolicy
+from hydraopt_plugins.surrogates.hydrabert.training import autocast_dtype
 
 FIGURE = Path(__file__).parent / "figures" / "policy_reward_vs_calls.png"
 GA_POPULATION = 20
@@ -69,7 +70,8 @@ class Study:
     scaling: PatientScaling
 
 
-def load_study(path: Path) -> Study:
+def load_study(path: Path, precision: str | None = None) -> Study:
+    """The run's study; ``precision`` replaces the surrogate's (its reward's) precision."""
     registry = PluginRegistry.discover()
     pipeline = load_pipeline(path, registry)
     config = pipeline.config
@@ -83,6 +85,8 @@ def load_study(path: Path) -> Study:
         registry.handle("encoder", config.encoder.plugin, pipeline.plugin_settings[("encoder",)]),
         store.folder("surrogate").path,
     )
+    if precision is not None:
+        surrogate.settings = surrogate.settings.model_copy(update={"precision": precision})
     cohort = Cohort.from_columns(store.tables("cohort").table("patients"))
     split_of = patient_splits(store.tables("dataset"))
     scorer = scorer_for(surrogate, polymer_inputs(space.polymers))
@@ -339,15 +343,24 @@ def main() -> None:
     parser.add_argument("--sb3-steps", type=int, default=0, help="0: the same budget as ours")
     parser.add_argument("--patients", choices=["held-out", "test"], default="held-out")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each trainer")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="the surrogate's precision in the reward, for both trainers (default: the "
+        "pipeline's; 'auto' is bf16 autocast on a CPU with native bf16)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    study = load_study(args.pipeline)
+    study = load_study(args.pipeline, args.precision)
     settings = ppo_settings(study)
     steps = study.pipeline.config.environment.episode_steps
     print(
         f"torch threads {torch.get_num_threads()}; {len(study.space.polymers)} polymers; "
         f"reward {study.pipeline.config.reward.model_dump(mode='json')}"
     )
+    precision = args.precision or study.pipeline.plugin_settings[("surrogate",)].precision
+    dtype = autocast_dtype(study.reward.device, precision) or torch.float32
+    print(f"surrogate precision {precision}: its matrix products in {dtype}")
 
     # torch imports its optimizer machinery (torch.distributed.tensor, about 1.3 s) when a
     # process builds its first optimizer: paid once per process, by whichever trainer comes
