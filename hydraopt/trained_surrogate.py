@@ -98,9 +98,8 @@ def patient_extrapolation(surrogate: Any, patient: Patient) -> list[str]:
         low, high = domain.feature_ranges[feature.name]
         value = float(getattr(patient, feature.name))
         if value < low or value > high:
-            outside.append(
-                f"{feature.name} {value:.4g} {feature.unit} (trained on {low:.4g} to {high:.4g})"
-            )
+            unit = "" if feature.unit == "1" else f" {feature.unit}"  # "1": dimensionless
+            outside.append(f"{feature.name} {value:.4g}{unit} (trained on {low:.4g} to {high:.4g})")
     return outside
 
 

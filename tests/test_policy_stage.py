@@ -240,6 +240,12 @@ def test_a_patient_outside_the_surrogates_training_patients_is_named(study, regi
     assert patient_extrapolation(surrogate, thick) == [
         f"wall_thickness_mm {high + 1.0:.4g} mm (trained on {low:.4g} to {high:.4g})"
     ]
+    low, _ = surrogate.training_domain.feature_ranges["transmurality"]
+    assert low > 0.05  # the study's training patients all have some transmural scar
+    shallow = dataclasses.replace(trained, transmurality=low - 0.05)
+    assert patient_extrapolation(surrogate, shallow)[0].startswith(  # no unit printed for "1"
+        f"transmurality {low - 0.05:.4g} (trained on"
+    )
     lines: list[str] = []
     report_extrapolation(surrogate, [trained, thick], lines.append, "screen")
     assert len(lines) == 1 and "patient THICK lies outside" in lines[0]
