@@ -1,7 +1,9 @@
 """The surrogate's settings tried on the validation patients, never the test patients:
 every third row of the training patients in a run's dataset, the configured surrogate with the
 changes given, judged on the validation split. Needs the run up to its dataset stage. A
-variant's "study.seed" replaces the study's seed (the training's).
+variant's "study.seed" replaces the study's seed (the training's); its "train.patients": N
+trains on N of the training patients only (a fixed random subset, nested as N grows), its
+"train.thin": k on every k-th of those rows (as many rows from more patients).
 
     python benchmarks/experiment_surrogate_settings.py PIPELINE \
         '{"name": {"heads.delta_ef_pct.heteroscedastic": false}, "baseline": {}}'
@@ -28,7 +30,12 @@ registry = PluginRegistry.discover()
 pipeline = load_pipeline(Path(sys.argv[1]), registry)
 store = RunStore(pipeline.run_dir)
 data, split = load_training_table(store.tables("dataset"))
-train = data.take(np.flatnonzero(split == "train")[::3])
+train_rows = np.flatnonzero(split == "train")[::3]
+# The training patients in a fixed random order: "train.patients": N keeps the first N of it,
+# so that smaller sets are subsets of larger ones.
+patient_order = np.random.default_rng(0).permutation(
+    np.unique(np.asarray(data.inputs.patient_id)[train_rows])
+)
 validation = data.take(split == "validation")
 base = pipeline.plugin_settings[("surrogate",)].model_dump()
 config = pipeline.config
@@ -37,6 +44,9 @@ variants = json.loads(sys.argv[2])
 for name, changes in variants.items():
     settings = json.loads(json.dumps(base))
     seed = changes.pop("study.seed", config.study.seed)
+    kept = patient_order[: changes.pop("train.patients", len(patient_order))]
+    rows = train_rows[np.isin(np.asarray(data.inputs.patient_id)[train_rows], kept)]
+    train = data.take(rows[:: changes.pop("train.thin", 1)])
     for key, value in changes.items():
         target = settings
         *path, last = key.split(".")
