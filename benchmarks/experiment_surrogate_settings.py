@@ -3,7 +3,12 @@ every third row of the training patients in a run's dataset, the configured surr
 changes given, judged on the validation split. Needs the run up to its dataset stage. A
 variant's "study.seed" replaces the study's seed (the training's); its "train.patients": N
 trains on N of the training patients only (a fixed random subset, nested as N grows), its
-"train.thin": k on every k-th of those rows (as many rows from more patients).
+"train.thin": k on every k-th of those rows (as many rows from more patients); its
+"encoder": "none" trains without a polymer encoder, its "encoder_settings": {...} with the
+configured encoder's settings changed so; its "held_out_polymers": [names] leaves
+those polymers (and any with the same repeat unit) out of training and validation and
+judges the variant on the validation patients' rows of them instead (leave-polymer-out, as
+the train stage does on the test patients).
 
     python benchmarks/experiment_surrogate_settings.py PIPELINE \
         '{"name": {"heads.delta_ef_pct.heteroscedastic": false}, "baseline": {}}'
@@ -21,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hydraopt.config import load_pipeline
+from hydraopt.plugin_types import NoSettings
 from hydraopt.registry import PluginRegistry
 from hydraopt.stages.train import load_training_table
 from hydraopt.store import RunStore
@@ -36,17 +42,41 @@ train_rows = np.flatnonzero(split == "train")[::3]
 patient_order = np.random.default_rng(0).permutation(
     np.unique(np.asarray(data.inputs.patient_id)[train_rows])
 )
-validation = data.take(split == "validation")
 base = pipeline.plugin_settings[("surrogate",)].model_dump()
 config = pipeline.config
-encoder = registry.create("encoder", config.encoder.plugin, pipeline.plugin_settings[("encoder",)])
+encoders = {
+    config.encoder.plugin: registry.create(
+        "encoder", config.encoder.plugin, pipeline.plugin_settings[("encoder",)]
+    ),
+    "none": registry.create("encoder", "none", NoSettings()),
+}
+row_psmiles = data.inputs.row_psmiles
 variants = json.loads(sys.argv[2])
 for name, changes in variants.items():
     settings = json.loads(json.dumps(base))
     seed = changes.pop("study.seed", config.study.seed)
     kept = patient_order[: changes.pop("train.patients", len(patient_order))]
     rows = train_rows[np.isin(np.asarray(data.inputs.patient_id)[train_rows], kept)]
+    encoder = encoders[changes.pop("encoder", config.encoder.plugin)]
+    if "encoder_settings" in changes:
+        plugin = config.encoder.plugin
+        chosen = {
+            **pipeline.plugin_settings[("encoder",)].model_dump(),
+            **changes.pop("encoder_settings"),
+        }
+        encoder = registry.create(
+            "encoder", plugin, registry.validate_settings("encoder", plugin, chosen)
+        )
+    # By repeat unit, as the train stage holds out: two names with one PSMILES leave together.
+    names = set(changes.pop("held_out_polymers", []))
+    held_out = np.isin(row_psmiles, [p.psmiles for p in data.inputs.polymers if p.name in names])
+    rows = rows[~held_out[rows]]
     train = data.take(rows[:: changes.pop("train.thin", 1)])
+    if held_out.any():
+        validation = data.take((split == "validation") & ~held_out)
+        judged = data.take((split == "validation") & held_out)
+    else:
+        validation = judged = data.take(split == "validation")
     for key, value in changes.items():
         target = settings
         *path, last = key.split(".")
@@ -59,7 +89,7 @@ for name, changes in variants.items():
     )
     began = time.perf_counter()
     model.fit(train, validation, encoder, Path(tempfile.mkdtemp()), seed=seed)
-    m = prediction_metrics(validation, model.predict(validation.inputs), 0.9)
+    m = prediction_metrics(judged, model.predict(judged.inputs), 0.9)
     d, s = m["delta_ef_pct"], m["bz_stress_reduction_pct"]
     print(
         f"{name}: dEF R2 {d['r2']:.4f} MAE {d['mae']:.4f} cov {d['interval_coverage']:.3f}; "

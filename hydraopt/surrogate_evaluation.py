@@ -1,8 +1,11 @@
 """Judging a surrogate on held-out rows: metrics, the gradient-boosting baseline, plots.
 
-Regression outputs: MAE, RMSE, R² and the coverage of the central predictive interval (the
-share of targets inside mean ± z·std, z for the interval's probability under a normal law).
-Classification outputs: accuracy, AUROC, F1, precision and recall at probability 0.5.
+Regression outputs: MAE, RMSE, R², the mean error (predicted − simulated: a model that
+misjudges a whole patient's level of response shows it here) and the coverage of the central
+predictive interval (the share of targets inside mean ± z·std, z for the interval's
+probability under a normal law). Classification outputs: accuracy, AUROC, F1, precision and
+recall at probability 0.5. Every metric is given over all held-out rows and per patient: the
+held-out unit is the patient, and a few patients carry most of the error.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def regression_metrics(
         "mae": float(mean_absolute_error(y, m)),
         "rmse": float(math.sqrt(mean_squared_error(y, m))),
         "r2": float(r2_score(y, m)) if np.var(y) > 0 else math.nan,
+        "mean_error": float(np.mean(m - y)),
         "n": float(len(y)),
     }
     if std is not None:
@@ -75,25 +79,63 @@ def prediction_metrics(
     data: TrainingData, predictions: Predictions, interval: float
 ) -> dict[str, dict[str, float]]:
     """Metrics of every predicted output that ``data`` has targets for."""
+    names = [spec.name for spec in predictions.mean.specs]
+    return output_metrics(
+        data, {n: predictions[n] for n in names}, {n: predictions.std[n] for n in names}, interval
+    )
+
+
+def output_metrics(
+    data: TrainingData,
+    mean: Mapping[str, np.ndarray],
+    std: Mapping[str, np.ndarray] | None,
+    interval: float,
+) -> dict[str, dict[str, float]]:
+    """Metrics of each output in ``mean`` (row-aligned with ``data``) that ``data`` has targets
+    for; ``std`` (None for a model without uncertainty) gives the interval coverage."""
     out = {}
-    for spec in predictions.mean.specs:
-        if spec.name not in data.targets:
+    for name, predicted in mean.items():
+        if name not in data.targets:
             continue
-        target = data.targets[spec.name]
-        if is_label(spec, target):
-            out[spec.name] = classification_metrics(target, predictions[spec.name])
+        target = data.targets[name]
+        if is_label(data.spec(name), target):
+            out[name] = classification_metrics(target, predicted)
         else:
-            out[spec.name] = regression_metrics(
-                target, predictions[spec.name], predictions.std[spec.name], interval
-            )
+            spread = None if std is None else std[name]
+            out[name] = regression_metrics(target, predicted, spread, interval)
     return out
 
 
-def gradient_boosting_metrics(
-    train: TrainingData, test: TrainingData, outputs: Sequence[str], seed: int, interval: float
-) -> dict[str, dict[str, float]]:
+def patient_metric_rows(
+    model: str,
+    evaluation: str,
+    data: TrainingData,
+    mean: Mapping[str, np.ndarray],
+    std: Mapping[str, np.ndarray] | None,
+    interval: float,
+) -> list[dict[str, Any]]:
+    """:func:`output_metrics` of each patient's rows apart, as table rows with the patient."""
+    patient = np.asarray(data.inputs.patient_id).astype(str)
+    rows = []
+    for patient_id in np.unique(patient):
+        mine = np.flatnonzero(patient == patient_id)
+        metrics = output_metrics(
+            data.take(mine),
+            {n: v[mine] for n, v in mean.items()},
+            None if std is None else {n: v[mine] for n, v in std.items()},
+            interval,
+        )
+        for row in metric_rows(model, evaluation, metrics):
+            rows.append({"patient_id": patient_id, **row})
+    return rows
+
+
+def gradient_boosting_predictions(
+    train: TrainingData, test: TrainingData, outputs: Sequence[str], seed: int
+) -> dict[str, np.ndarray]:
     """scikit-learn's histogram gradient boosting on the same 19 features plus the polymer and
-    its category as categorical features, one model per scalar output."""
+    its category as categorical features, one model per scalar output: its prediction for
+    each test row (the probability of the positive class for a label)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     x_train, x_test = _tree_features(train), _tree_features(test)
@@ -110,17 +152,13 @@ def gradient_boosting_metrics(
                 categorical_features=categorical, random_state=seed, early_stopping=False
             )
             model.fit(x_train[keep], y[keep].astype(int))
-            out[name] = classification_metrics(
-                test.targets[name], model.predict_proba(x_test)[:, 1]
-            )
+            out[name] = model.predict_proba(x_test)[:, 1]
         else:
             model = HistGradientBoostingRegressor(
                 categorical_features=categorical, random_state=seed, early_stopping=False
             )
             model.fit(x_train[keep], y[keep])
-            out[name] = regression_metrics(
-                test.targets[name], model.predict(x_test), None, interval
-            )
+            out[name] = model.predict(x_test)
     return out
 
 

@@ -2,6 +2,8 @@
 uncertainty, saves and loads exactly, resumes a killed training as if never stopped, and
 refuses what it cannot use with errors that name the head, file or split."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -62,6 +64,7 @@ def settings(**changes) -> HydraBertSettings:
         "adapter_hidden": 32,
         "patience": 25,
         "mc_samples": 8,
+        "design_scale": "log",  # the rows' delta-EF is linear in log10 stiffness
     }
     return HydraBertSettings.model_validate({**base, **changes})
 
@@ -318,6 +321,30 @@ def test_bf16_autocast_trains_and_fp32_is_chosen_where_the_cpu_lacks_bf16(data, 
     assert predicted["delta_ef_pct"].dtype == np.float64
     assert np.all(np.isfinite(predicted["delta_ef_pct"]))
     assert np.all(np.isfinite(predicted.std["delta_ef_pct"]))
+
+
+@pytest.mark.parametrize("design_scale", ["linear", "log"])
+def test_the_design_scale_is_saved_and_the_tensor_scorer_applies_it(design_scale, data, tmp_path):
+    import torch
+
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    model = surrogate(epochs=2, design_scale=design_scale, precision="fp32", mc_samples=1)
+    model.fit(train, validation, morgan(), tmp_path / "fit", seed=3)
+    (tmp_path / "saved").mkdir()
+    model.save(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "surrogate.json").read_text())
+    logged = {"linear": [], "log": ["conductivity_s_per_m", "stiffness_kpa", "t50_days"]}
+    assert saved["log10_features"] == logged[design_scale]
+    # The scorer (Stages 2 and 3) scales the raw features as predict() does
+    scorer = model.tensor_scorer(POLYMERS)
+    scored = scorer(
+        torch.as_tensor(test.inputs.features, dtype=torch.float32),
+        torch.as_tensor(test.inputs.polymer_index),
+        ["delta_ef_pct"],
+    )
+    np.testing.assert_allclose(
+        scored["delta_ef_pct"][0].numpy(), model.predict(test.inputs)["delta_ef_pct"], rtol=1e-4
+    )
 
 
 def test_rows_are_matched_to_polymers_by_psmiles_not_by_position(data, tmp_path):

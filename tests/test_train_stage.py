@@ -105,6 +105,26 @@ def test_the_surrogate_is_saved_and_judged_on_the_test_patients(study, registry)
     assert main[("delta_ef_pct", "n")] == (split == "test").sum()
     for name in ("training_curves.png", "parity_delta_ef_pct.png", "history.csv"):
         assert (evaluation.path / name).stat().st_size > 0
+
+    # Per patient: every test patient, each model; the rows' mean error weighs back to the whole
+    with (evaluation.path / "by_patient.csv").open() as handle:
+        by_patient = list(csv.DictReader(handle))
+    test_patients = set(np.asarray(data.inputs.patient_id)[split == "test"].astype(str))
+    assert {r["patient_id"] for r in by_patient} == test_patients
+    assert {r["model"] for r in by_patient} == {m for m, e in models if e == "test patients"}
+    for model in ("hydrabert/morgan", "hist-gradient-boosting"):
+        mine = [r for r in by_patient if r["model"] == model and r["output"] == "delta_ef_pct"]
+        n = {r["patient_id"]: float(r["value"]) for r in mine if r["metric"] == "n"}
+        error = {r["patient_id"]: float(r["value"]) for r in mine if r["metric"] == "mean_error"}
+        assert sum(n.values()) == main[("delta_ef_pct", "n")]
+        overall = next(
+            float(r["value"])
+            for r in rows
+            if (r["model"], r["evaluation"], r["output"], r["metric"])
+            == (model, "test patients", "delta_ef_pct", "mean_error")
+        )
+        weighted = sum(n[p] * error[p] for p in n) / sum(n.values())
+        assert weighted == pytest.approx(overall, rel=1e-6, abs=1e-9)
     assert evaluation.meta["leave_polymer_out"]
 
     # Stages 2 and 3 load the saved surrogate and get what the stage measured

@@ -37,8 +37,10 @@ from hydraopt.seeding import derive_seed
 from hydraopt.stages.base import Stage, StageContext
 from hydraopt.store import TablesArtifact
 from hydraopt.surrogate_evaluation import (
-    gradient_boosting_metrics,
+    gradient_boosting_predictions,
     metric_rows,
+    output_metrics,
+    patient_metric_rows,
     plot_parity,
     plot_training_curves,
     prediction_metrics,
@@ -110,11 +112,15 @@ def _run(context: StageContext) -> None:
     predictions = surrogate.predict(parts["test"].inputs)
     main_metrics = prediction_metrics(parts["test"], predictions, interval)
     rows += metric_rows(label, "test patients", main_metrics)
+    patient_rows = _patient_rows(label, parts["test"], predictions, interval)
     histories[label] = getattr(surrogate, "history", [])
     heads = [spec.name for spec in surrogate.outputs]
 
-    baseline_rows, baseline_histories = _baselines(context, fit, parts, heads, none_encoder)
+    baseline_rows, baseline_patients, baseline_histories = _baselines(
+        context, fit, parts, heads, none_encoder
+    )
     rows += baseline_rows
+    patient_rows += baseline_patients
     histories.update(baseline_histories)
 
     held_out: list[str] = []
@@ -130,7 +136,7 @@ def _run(context: StageContext) -> None:
     context.write_folder("surrogate", folder, meta=meta)
     report = context.scratch_dir() / "evaluation"
     shutil.rmtree(report, ignore_errors=True)
-    _write_report(report, rows, histories, parts["test"], predictions, context)
+    _write_report(report, rows, patient_rows, histories, parts["test"], predictions, context)
     if searched:
         write_trials(report / "search.csv", searched["trials"])
     context.write_folder(
@@ -145,6 +151,7 @@ def _run(context: StageContext) -> None:
     )
     for line in summary_lines(rows, label):
         say("  " + line)
+    say("  " + patient_line(patient_rows, label, "delta_ef_pct"))
 
 
 def _baselines(
@@ -153,11 +160,14 @@ def _baselines(
     parts: dict[str, TrainingData],
     heads: list[str],
     none_encoder: PluginHandle,
-) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The configured baselines' test metrics (and training histories), on the same split."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The configured baselines' test metrics, over all test rows and per patient, and their
+    training histories, on the same split."""
     config = context.config
     assert config.surrogate is not None
+    interval = config.train.interval
     rows: list[dict[str, Any]] = []
+    patient_rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, Any]]] = {}
     test = parts["test"]
     if "no-encoder" in config.train.baselines and config.encoder.plugin != NO_ENCODER:
@@ -165,18 +175,31 @@ def _baselines(
         context.reporter.say(f"  baseline {name}")
         baseline = fit("no-encoder", none_encoder, parts["train"], parts["validation"])
         predicted = baseline.predict(test.inputs)
-        rows += metric_rows(
-            name, "test patients", prediction_metrics(test, predicted, config.train.interval)
-        )
+        rows += metric_rows(name, "test patients", prediction_metrics(test, predicted, interval))
+        patient_rows += _patient_rows(name, test, predicted, interval)
         histories[name] = getattr(baseline, "history", [])
     if "hist-gradient-boosting" in config.train.baselines:
-        context.reporter.say("  baseline hist-gradient-boosting")
-        seed = derive_seed(config.study.seed, "train", "hist-gradient-boosting") % 2**32
-        boosted = gradient_boosting_metrics(
-            parts["train"], test, heads, seed, config.train.interval
-        )
-        rows += metric_rows("hist-gradient-boosting", "test patients", boosted)
-    return rows, histories
+        name = "hist-gradient-boosting"
+        context.reporter.say(f"  baseline {name}")
+        seed = derive_seed(config.study.seed, "train", name) % 2**32
+        boosted = gradient_boosting_predictions(parts["train"], test, heads, seed)
+        rows += metric_rows(name, "test patients", output_metrics(test, boosted, None, interval))
+        patient_rows += patient_metric_rows(name, "test patients", test, boosted, None, interval)
+    return rows, patient_rows, histories
+
+
+def _patient_rows(
+    model: str, test: TrainingData, predictions: Any, interval: float
+) -> list[dict[str, Any]]:
+    names = [spec.name for spec in predictions.mean.specs]
+    return patient_metric_rows(
+        model,
+        "test patients",
+        test,
+        {n: predictions[n] for n in names},
+        {n: predictions.std[n] for n in names},
+        interval,
+    )
 
 
 class _Fitter:
@@ -323,6 +346,7 @@ def _leave_polymer_out(
 def _write_report(
     folder: Path,
     rows: list[dict[str, Any]],
+    patient_rows: list[dict[str, Any]],
     histories: dict[str, list[dict[str, Any]]],
     test: TrainingData,
     predictions: Any,
@@ -333,6 +357,11 @@ def _write_report(
         writer = csv.DictWriter(handle, ["model", "evaluation", "output", "metric", "value"])
         writer.writeheader()
         writer.writerows(rows)
+    with (folder / "by_patient.csv").open("w", newline="") as handle:
+        fields = ["model", "evaluation", "patient_id", "output", "metric", "value"]
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        writer.writerows(patient_rows)
     with (folder / "history.csv").open("w", newline="") as handle:
         fields = sorted({k for h in histories.values() for record in h for k in record})
         writer = csv.DictWriter(handle, ["model", *fields])
@@ -365,6 +394,16 @@ def summary_lines(rows: list[dict[str, Any]], label: str) -> list[str]:
     for (model, evaluation), parts in groups.items():
         lines.append(f"{model} on {evaluation}: " + ", ".join(parts))
     return lines
+
+
+def patient_line(rows: list[dict[str, Any]], model: str, output: str) -> str:
+    """``model``'s mean error (predicted − simulated) on ``output`` for each test patient."""
+    errors = [
+        f"{row['patient_id']} {row['value']:+.3g}"
+        for row in rows
+        if row["model"] == model and row["output"] == output and row["metric"] == "mean_error"
+    ]
+    return f"{model} on the test patients, {output} mean error by patient: " + ", ".join(errors)
 
 
 def _preflight(pipeline: Pipeline, registry: PluginRegistry) -> list[str]:

@@ -90,6 +90,13 @@ class HydraBertSettings(PluginSettings):
     fusion_heads: int = Field(8, ge=1, description="Transformer fusion: attention heads.")
     smiles_dim: int = Field(256, ge=1, description="SMILES adapter output width.")
     adapter_hidden: int = Field(384, ge=1, description="SMILES adapter hidden width.")
+    design_scale: Literal["linear", "log"] = Field(
+        "linear",
+        description="How stiffness, degradation half-life and conductivity enter the property "
+        "encoder before standardisation: 'linear' as they are, or 'log' as log10 (they span "
+        "decades). Linear fitted the reference physics' treatment effects better "
+        "(benchmarks/RESULTS.md).",
+    )
     property_hidden: int = Field(64, ge=1, description="Property encoder hidden width.")
     property_dim: int = Field(128, ge=1, description="Property encoder output width.")
     category_dim: int = Field(16, ge=1, description="Polymer category embedding width.")
@@ -161,5 +168,5 @@ def hydraopt_surrogates() -> Iterator[SurrogatePlugin]:
         settings=HydraBertSettings,
         description="HYDRA-BERT: polymer encoder + property and category encoders, fusion, "
         "multi-task heads with uncertainty",
-        version="4",
+        version="5",
     )

@@ -1,9 +1,11 @@
 """Scaling of the features and targets, fitted on the training split and saved with the model.
 
-Features: the log-scaled design parameters (stiffness, half-life, conductivity span decades)
-enter as log10, then every feature is standardised. Regression and sequence targets are
-standardised per output (per step for a trajectory), so that the tasks' losses start on one
-scale and Huber's beta, given in the output's unit, becomes beta / std.
+Features: the design parameters that span decades (stiffness, half-life, conductivity) enter
+as they are (``design_scale = "linear"``, the default) or as log10 (``"log"``), then every
+feature is standardised. On the seeds-scale dataset's validation patients linear inputs fit
+the treatment effects better (benchmarks/RESULTS.md; measured, not derived). Regression and
+sequence targets are standardised per output (per step for a trajectory), so that the tasks'
+losses start on one scale and Huber's beta, given in the output's unit, becomes beta / std.
 """
 
 from __future__ import annotations
@@ -45,10 +47,15 @@ class Standardiser:
         return cls(np.asarray(data["mean"]), np.asarray(data["std"]))
 
 
-def log_features(features: np.ndarray) -> np.ndarray:
-    """The features with the log-scaled design parameters as log10."""
+def logged_features(design_scale: str) -> frozenset[str]:
+    """The features that enter as log10 under the surrogate's ``design_scale``."""
+    return LOG_FEATURES if design_scale == "log" else frozenset()
+
+
+def log_features(features: np.ndarray, logged: frozenset[str]) -> np.ndarray:
+    """The features with those named in ``logged`` as log10."""
     out = np.array(features, dtype=np.float64)
     for column, name in enumerate(DATASET_FEATURE_NAMES):
-        if name in LOG_FEATURES:
+        if name in logged:
             out[:, column] = np.log10(out[:, column])
     return out

@@ -21,7 +21,6 @@ from hydraopt.domain.training import DATASET_FEATURE_NAMES
 from hydraopt_plugins.surrogates import HeadSettings
 from hydraopt_plugins.surrogates.hydrabert.losses import LOG_VARIANCE_BOUND
 from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork, MlpFusion
-from hydraopt_plugins.surrogates.hydrabert.scaling import LOG_FEATURES
 
 
 def summarise(
@@ -103,7 +102,7 @@ class HydraBertScorer:
         self._mean = torch.tensor(scaler["mean"], dtype=torch.float32, device=device)
         self._std = torch.tensor(scaler["std"], dtype=torch.float32, device=device)
         self._log = torch.tensor(
-            [name in LOG_FEATURES for name in DATASET_FEATURE_NAMES], device=device
+            [name in meta["log10_features"] for name in DATASET_FEATURE_NAMES], device=device
         )
 
     def _scaled(self, features: torch.Tensor) -> torch.Tensor:

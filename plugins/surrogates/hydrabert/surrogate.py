@@ -35,7 +35,11 @@ from hydraopt_plugins.surrogates import HydraBertSettings
 from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting, fit_platt
 from hydraopt_plugins.surrogates.hydrabert.mc_dropout import SampledNetworks
 from hydraopt_plugins.surrogates.hydrabert.network import HydraBertNetwork
-from hydraopt_plugins.surrogates.hydrabert.scaling import Standardiser, log_features
+from hydraopt_plugins.surrogates.hydrabert.scaling import (
+    Standardiser,
+    log_features,
+    logged_features,
+)
 from hydraopt_plugins.surrogates.hydrabert.scorer import HydraBertScorer, summarise
 from hydraopt_plugins.surrogates.hydrabert.training import (
     TORCH_SEED_RANGE,
@@ -80,7 +84,8 @@ class HydraBertSurrogate:
     ) -> Mapping[str, float]:
         self._check_heads(train_data)
         self._encoder, self._embedding_cache = encoder, {}
-        features = log_features(train_data.inputs.features)
+        logged = logged_features(self.settings.design_scale)
+        features = log_features(train_data.inputs.features, logged)
         targets = {
             name: Standardiser.fit(np.asarray(train_data.targets[name], dtype=np.float64))
             for name, head in self.settings.heads.items()
@@ -98,6 +103,7 @@ class HydraBertSurrogate:
             "encoder": encoder.fingerprint,
             "embedding_dim": encoder.embedding_dim,
             "features": Standardiser.fit(features).to_json(),
+            "log10_features": sorted(logged),
             "targets": {name: s.to_json() for name, s in targets.items()},
             "pos_weight": pos_weight,
             "outputs": [_spec_json(train_data.spec(name)) for name in self.settings.heads],
@@ -226,7 +232,9 @@ class HydraBertSurrogate:
     def _rows(self, data: TrainingData) -> Rows:
         """Scaled tensors on the device; an embedding table is indexed by polymer."""
         scaler = Standardiser.from_json(self._meta["features"])
-        features = scaler.forward(log_features(data.inputs.features))
+        features = scaler.forward(
+            log_features(data.inputs.features, frozenset(self._meta["log10_features"]))
+        )
         targets: dict[str, torch.Tensor] = {}
         valid: dict[str, torch.Tensor] = {}
         for name, head in self.settings.heads.items():
@@ -300,7 +308,9 @@ class HydraBertSurrogate:
         model = self._model
         scaler = Standardiser.from_json(self._meta["features"])
         features = torch.from_numpy(
-            scaler.forward(log_features(inputs.features)).astype(np.float32)
+            scaler.forward(
+                log_features(inputs.features, frozenset(self._meta["log10_features"]))
+            ).astype(np.float32)
         )
         # Polymers in PSMILES order, whatever order the inputs list them in.
         distinct = sorted({p.psmiles for p in inputs.polymers})
