@@ -70,16 +70,15 @@ def main() -> None:
         mean, std = np.asarray(predicted[output]), np.asarray(predicted.std[output])
         ok = np.isfinite(y) & (std > 0)
         covered[output], with_term[output] = {}, {}
+        error = np.abs(y - mean)
+        bias = {p: np.mean((y - mean)[ok & (patient == p)]) for p in patients}
         for held in patients:
             others, mine = ok & (patient != held), ok & (patient == held)
-            error = np.abs(y - mean)
             # The train stage's calibration, refitted on the other patients: the factor on
             # the predicted std that makes the 90% interval hold 90% of their targets.
             factor = np.quantile(error[others] / std[others], LEVEL) / z90
             covered[output][held] = error[mine] <= z90 * factor * std[mine]
-            tau2 = np.mean(
-                [np.mean((y - mean)[others & (patient == p)]) ** 2 for p in patients if p != held]
-            )
+            tau2 = np.mean([bias[p] ** 2 for p in patients if p != held])
             factor = _factor_with_term(error[others], std[others], tau2, z90)
             with_term[output][held] = error[mine] <= z90 * np.sqrt((factor * std[mine]) ** 2 + tau2)
     y = np.asarray(validation.targets["delta_ef_pct"], dtype=float)
