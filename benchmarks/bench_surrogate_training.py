@@ -10,10 +10,12 @@ depend on their values.
 It times ``--steps`` optimiser steps of the whole model, and of the same network with frozen
 embeddings (no encoder pass), and prints rows per second, the encoder's share of a step, and
 the recipe's projected wall time. ``--full`` trains the whole recipe instead and prints its
-measured time.
+measured time. Dropout masks come from 16-bit lanes (plugins/lane_dropout.py);
+``--torch-dropout`` draws them with torch's ``nn.Dropout`` instead, and ``--compare-dropout
+ROUNDS`` times both, alternating in one process, and prints the ratio.
 
     python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
-        [--precision auto|fp32|bf16]
+        [--precision auto|fp32|bf16] [--torch-dropout] [--compare-dropout ROUNDS]
 """
 
 from __future__ import annotations
@@ -70,10 +72,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="train the whole recipe")
     parser.add_argument(
+        "--torch-dropout",
+        action="store_true",
+        help="dropout masks drawn by torch's nn.Dropout in the encoder and the network (the "
+        "baseline of the 16-bit-lane masks they draw by default)",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
         help="the surrogate's precision setting ('auto': bf16 autocast on a CPU with native bf16)",
+    )
+    parser.add_argument(
+        "--compare-dropout",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="time --steps LoRA steps with lane masks and with torch's nn.Dropout, "
+        "alternating for ROUNDS rounds in this process, and print the ratio",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,7 +98,10 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="polybert-size-"))
     distinct = sorted({p.psmiles for p in polymers})
     write_untrained_polybert(folder, distinct * 20, POLYBERT_ARCHITECTURE)
+    if args.torch_dropout:
+        _torch_dropout()
     encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+    masks = "torch's nn.Dropout" if args.torch_dropout else "16-bit lanes (lane_dropout.py)"
     tokens = [len(encoder.module.tokenizer(s)["input_ids"]) for s in distinct]
     parameters = sum(p.numel() for p in encoder.module.parameters())
     trainable = sum(p.numel() for p in encoder.module.parameters() if p.requires_grad)
@@ -99,16 +118,17 @@ def main() -> None:
         epochs=epochs, batch_size=BATCH, mc_samples=1, precision=args.precision
     )
     dtype = autocast_dtype(torch.device("cpu"), settings.precision) or torch.float32
-    print(f"precision: {args.precision}, matrix products in {str(dtype).removeprefix('torch.')}")
-    surrogate = HydraBertSurrogate(settings)
+    print(
+        f"precision: {args.precision}, matrix products in {str(dtype).removeprefix('torch.')}; "
+        f"dropout masks: {masks}"
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    if args.compare_dropout:
+        _compare_dropout(args.compare_dropout, folder, train, validation, settings, work)
+        return
     start = time.perf_counter()
-    surrogate.fit(train, validation, encoder, work, seed=0)
+    step_s, validation_s = _lora_step_seconds(encoder, train, validation, settings, work)
     seconds = time.perf_counter() - start
-    history = surrogate.history
-    train_s = sum(h["seconds"] for h in history)
-    validation_s = _validation_seconds(surrogate, validation, settings)
-    step_s = (train_s - validation_s * len(history)) / (len(history) * math.ceil(rows / BATCH))
     frozen_step_s = _frozen_step_seconds(train, polymers, settings, args.steps, work)
     share = 1 - frozen_step_s / step_s
     print(
@@ -140,6 +160,14 @@ def main() -> None:
         )
 
 
+def _torch_dropout() -> None:
+    """Leave ``nn.Dropout`` where the encoder and the network would draw lane masks."""
+    from hydraopt_plugins.encoders import polybert
+    from hydraopt_plugins.surrogates.hydrabert import network
+
+    polybert.use_lane_dropout = network.use_lane_dropout = _keep_torch_dropout
+
+
 def _matmul_flops_per_s(rows: int, width: int, dtype: torch.dtype) -> float:
     """Matrix products of the encoder's shape (tokens x hidden @ hidden x hidden) in the
     training's autocast dtype."""
@@ -151,6 +179,46 @@ def _matmul_flops_per_s(rows: int, width: int, dtype: torch.dtype) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * rows * width * width * repeats / (time.perf_counter() - start)
+
+
+def _lora_step_seconds(encoder, train, validation, settings, work) -> tuple[float, float]:
+    """Seconds per optimiser step of a training with LoRA, and of one validation pass."""
+    surrogate = HydraBertSurrogate(settings)
+    surrogate.fit(train, validation, encoder, work / "lora", seed=0)
+    history = surrogate.history
+    train_s = sum(h["seconds"] for h in history)
+    validation_s = _validation_seconds(surrogate, validation, settings)
+    steps = len(history) * math.ceil(len(train) / settings.batch_size)
+    return (train_s - validation_s * len(history)) / steps, validation_s
+
+
+def _compare_dropout(rounds, folder, train, validation, settings, work) -> None:
+    """LoRA steps with lane masks and with torch's, alternating in this one process, so that
+    both see the same machine."""
+    from hydraopt_plugins.encoders import polybert
+    from hydraopt_plugins.surrogates.hydrabert import network
+
+    lanes = polybert.use_lane_dropout
+    seconds: dict[str, list[float]] = {"lanes": [], "torch": []}
+    for round_ in range(rounds):
+        for kind in seconds:
+            swap = lanes if kind == "lanes" else _keep_torch_dropout
+            polybert.use_lane_dropout = network.use_lane_dropout = swap
+            encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+            step_s, _ = _lora_step_seconds(
+                encoder, train, validation, settings, work / f"{kind}{round_}"
+            )
+            seconds[kind].append(step_s)
+            print(f"round {round_ + 1}, {kind}: {step_s:.2f} s per step", flush=True)
+    lane_s, torch_s = (float(np.median(v)) for v in seconds.values())
+    print(
+        f"median step: {lane_s:.2f} s with lane masks, {torch_s:.2f} s with torch's "
+        f"nn.Dropout: lane masks take {lane_s / torch_s:.2f} of the time"
+    )
+
+
+def _keep_torch_dropout(model: torch.nn.Module) -> int:
+    return 0
 
 
 def _validation_seconds(surrogate, validation, settings) -> float:

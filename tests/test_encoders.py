@@ -86,3 +86,55 @@ def test_missing_polybert_weights_say_how_to_get_them(tmp_path, monkeypatch):
         resolve_model_dir("kuelumbus/polyBERT")
     with pytest.raises(WeightsNotFound, match="no folder"):
         resolve_model_dir(str(tmp_path / "nowhere"))
+
+
+def test_lane_dropout_keeps_each_element_with_probability_one_minus_p():
+    import torch
+
+    from hydraopt_plugins.lane_dropout import LaneDropout, keep_mask
+
+    torch.manual_seed(0)
+    mask = keep_mask(torch.Size([400, 1000]), 0.1)
+    # every one of the four lanes of a draw, not only the whole: a lane whose sign bit never
+    # varied would keep all its elements (4 sigma of 100,000 draws is 0.0038)
+    for lane in range(4):
+        assert abs(mask.flatten()[lane::4].float().mean().item() - 0.9) < 0.004
+    # independent neighbours: the pair (kept, kept) as often as 0.9 * 0.9
+    pairs = (mask.flatten()[:-1] & mask.flatten()[1:]).float().mean().item()
+    assert abs(pairs - 0.81) < 0.004
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask(torch.Size([400, 1000]), 0.1), mask)  # the generator's state
+
+    dropout = LaneDropout(0.25)
+    x = torch.full((50, 40), 2.0, requires_grad=True)
+    y = dropout(x)
+    assert y.unique().tolist() == pytest.approx([0.0, 2.0 / 0.75])
+    y.sum().backward()
+    # the gradient passes the kept elements, scaled, and stops at the dropped ones
+    torch.testing.assert_close(x.grad, (y > 0).float() / 0.75)
+    # in bf16 the kept elements are x / (1 - p) rounded once, not x times a rounded scale
+    values = torch.linspace(1, 2, 1000).to(torch.bfloat16)
+    half = LaneDropout(0.1)(values)
+    kept = half != 0
+    assert torch.equal(half[kept], (values[kept].float() / 0.9).to(torch.bfloat16))
+    dropout.eval()
+    assert torch.equal(dropout(x), x)
+
+
+def test_polybert_draws_its_training_dropout_from_lanes(polybert_folder):
+    import torch
+
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+    from hydraopt_plugins.lane_dropout import LaneDropout
+
+    encoder = PolyBertEncoder(PolyBertSettings(model=str(polybert_folder), lora_dropout=0.3))
+    module = encoder.trainable_module()
+    dropouts = [m for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(type(m) is LaneDropout for m in dropouts)
+    assert 0.3 in {m.p for m in dropouts}  # LoRA's, as configured
+    module.train()
+    torch.manual_seed(1)
+    first = module(PSMILES)
+    torch.manual_seed(1)
+    assert torch.equal(module(PSMILES), first)
+    assert not torch.equal(module(PSMILES), first)

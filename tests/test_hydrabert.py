@@ -222,7 +222,10 @@ def test_a_head_needs_its_output_and_a_label_needs_both_classes(data, tmp_path):
 
 
 def test_no_encoder_the_fusion_transformer_and_task_attention_train_too(data, tmp_path):
+    import torch
+
     from hydraopt_plugins.encoders import NoEncoder
+    from hydraopt_plugins.lane_dropout import LaneDropout
 
     train, validation, test = (d.take(slice(0, 400)) for d in data)
     for model, encoder in (
@@ -240,8 +243,13 @@ def test_no_encoder_the_fusion_transformer_and_task_attention_train_too(data, tm
         ),
     ):
         model.fit(train, validation, encoder, tmp_path / str(id(model)), seed=1)
+        # every dropout of the network (the transformer's too) draws its masks from lanes,
+        # and MC dropout still samples through each of them
+        dropouts = [m for m in model._model.network.modules() if isinstance(m, torch.nn.Dropout)]
+        assert dropouts and all(type(m) is LaneDropout for m in dropouts)
         predicted = model.predict(test.inputs)
         assert np.all(np.isfinite(predicted["delta_ef_pct"]))
+        assert np.all(predicted.std["delta_ef_pct"] > 0)
         assert model.history[-1]["validation_loss"] < model.history[0]["validation_loss"]
     with pytest.raises(ValueError, match="task-attention' needs fusion = 'transformer'"):
         settings(pooling="task-attention")

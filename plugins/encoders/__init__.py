@@ -92,7 +92,7 @@ def hydraopt_encoders() -> Iterator[EncoderPlugin]:
         settings=PolyBertSettings,
         description="polyBERT (DeBERTa-v2) fingerprints of the PSMILES, LoRA-tuned with the "
         "surrogate",
-        version="1",
+        version="2",
     )
     yield EncoderPlugin(
         name="morgan",

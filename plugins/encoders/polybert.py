@@ -23,6 +23,7 @@ from torch import nn
 
 from hydraopt_plugins.encoders import PolyBertSettings
 from hydraopt_plugins.encoders.psmiles import parse_psmiles
+from hydraopt_plugins.lane_dropout import use_lane_dropout
 
 # Files whose bytes decide the embeddings (whichever of them the folder has).
 MODEL_FILES = (
@@ -98,6 +99,7 @@ class PolyBertModule(nn.Module):
                     base = get_peft_model(base, config)
             except ValueError as exc:
                 raise ValueError(f"encoder.lora_targets: {exc}") from None
+        use_lane_dropout(base)  # torch's CPU dropout masks are a third of a LoRA step
         self.model = base
 
     def forward(self, psmiles: Sequence[str]) -> torch.Tensor:

@@ -168,5 +168,5 @@ def hydraopt_surrogates() -> Iterator[SurrogatePlugin]:
         settings=HydraBertSettings,
         description="HYDRA-BERT: polymer encoder + property and category encoders, fusion, "
         "multi-task heads with uncertainty",
-        version="5",
+        version="6",
     )
