@@ -10,12 +10,15 @@ depend on their values.
 It times ``--steps`` optimiser steps of the whole model, and of the same network with frozen
 embeddings (no encoder pass), and prints rows per second, the encoder's share of a step, and
 the recipe's projected wall time. ``--full`` trains the whole recipe instead and prints its
-measured time. Dropout masks come from 16-bit lanes (plugins/lane_dropout.py);
-``--torch-dropout`` draws them with torch's ``nn.Dropout`` instead, and ``--compare-dropout
-ROUNDS`` times both, alternating in one process, and prints the ratio.
+measured time. A speed-up of the training can be switched off to measure what it gives:
+``lane-dropout`` (dropout masks from 16-bit lanes, plugins/lane_dropout.py; off: torch's
+``nn.Dropout``). ``--without NAME`` switches it off; ``--compare NAME --rounds N`` times LoRA
+steps with and without it, alternating in this one process so that both see the same
+machine, and prints the ratio.
 
     python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
-        [--precision auto|fp32|bf16] [--torch-dropout] [--compare-dropout ROUNDS]
+        [--precision auto|fp32|bf16] [--without lane-dropout]
+        [--compare lane-dropout --rounds 3]
 """
 
 from __future__ import annotations
@@ -72,25 +75,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="train the whole recipe")
     parser.add_argument(
-        "--torch-dropout",
-        action="store_true",
-        help="dropout masks drawn by torch's nn.Dropout in the encoder and the network (the "
-        "baseline of the 16-bit-lane masks they draw by default)",
-    )
-    parser.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
         help="the surrogate's precision setting ('auto': bf16 autocast on a CPU with native bf16)",
     )
     parser.add_argument(
-        "--compare-dropout",
-        type=int,
-        default=0,
-        metavar="ROUNDS",
-        help="time --steps LoRA steps with lane masks and with torch's nn.Dropout, "
-        "alternating for ROUNDS rounds in this process, and print the ratio",
+        "--without",
+        action="append",
+        default=[],
+        choices=sorted(SPEED_UPS),
+        help="switch this speed-up off (repeatable)",
     )
+    parser.add_argument(
+        "--compare",
+        choices=sorted(SPEED_UPS),
+        help="time --steps LoRA steps with and without this speed-up, alternating",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     library = read_polymer_library(None)
@@ -98,10 +100,10 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="polybert-size-"))
     distinct = sorted({p.psmiles for p in polymers})
     write_untrained_polybert(folder, distinct * 20, POLYBERT_ARCHITECTURE)
-    if args.torch_dropout:
-        _torch_dropout()
+    for name in args.without:
+        _switch(name, on=False)
     encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
-    masks = "torch's nn.Dropout" if args.torch_dropout else "16-bit lanes (lane_dropout.py)"
+    off = ", ".join(args.without) or "none"
     tokens = [len(encoder.module.tokenizer(s)["input_ids"]) for s in distinct]
     parameters = sum(p.numel() for p in encoder.module.parameters())
     trainable = sum(p.numel() for p in encoder.module.parameters() if p.requires_grad)
@@ -120,11 +122,11 @@ def main() -> None:
     dtype = autocast_dtype(torch.device("cpu"), settings.precision) or torch.float32
     print(
         f"precision: {args.precision}, matrix products in {str(dtype).removeprefix('torch.')}; "
-        f"dropout masks: {masks}"
+        f"speed-ups switched off: {off}"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    if args.compare_dropout:
-        _compare_dropout(args.compare_dropout, folder, train, validation, settings, work)
+    if args.compare:
+        _compare(args.compare, args.rounds, folder, train, validation, settings, work)
         return
     start = time.perf_counter()
     step_s, validation_s = _lora_step_seconds(encoder, train, validation, settings, work)
@@ -160,14 +162,6 @@ def main() -> None:
         )
 
 
-def _torch_dropout() -> None:
-    """Leave ``nn.Dropout`` where the encoder and the network would draw lane masks."""
-    from hydraopt_plugins.encoders import polybert
-    from hydraopt_plugins.surrogates.hydrabert import network
-
-    polybert.use_lane_dropout = network.use_lane_dropout = _keep_torch_dropout
-
-
 def _matmul_flops_per_s(rows: int, width: int, dtype: torch.dtype) -> float:
     """Matrix products of the encoder's shape (tokens x hidden @ hidden x hidden) in the
     training's autocast dtype."""
@@ -192,33 +186,46 @@ def _lora_step_seconds(encoder, train, validation, settings, work) -> tuple[floa
     return (train_s - validation_s * len(history)) / steps, validation_s
 
 
-def _compare_dropout(rounds, folder, train, validation, settings, work) -> None:
-    """LoRA steps with lane masks and with torch's, alternating in this one process, so that
-    both see the same machine."""
-    from hydraopt_plugins.encoders import polybert
-    from hydraopt_plugins.surrogates.hydrabert import network
-
-    lanes = polybert.use_lane_dropout
-    seconds: dict[str, list[float]] = {"lanes": [], "torch": []}
+def _compare(name, rounds, folder, train, validation, settings, work) -> None:
+    """LoRA steps with the speed-up ``name`` and without it, alternating in this one process,
+    so that both see the same machine."""
+    seconds: dict[str, list[float]] = {"with": [], "without": []}
     for round_ in range(rounds):
         for kind in seconds:
-            swap = lanes if kind == "lanes" else _keep_torch_dropout
-            polybert.use_lane_dropout = network.use_lane_dropout = swap
+            _switch(name, on=kind == "with")
             encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
             step_s, _ = _lora_step_seconds(
                 encoder, train, validation, settings, work / f"{kind}{round_}"
             )
             seconds[kind].append(step_s)
-            print(f"round {round_ + 1}, {kind}: {step_s:.2f} s per step", flush=True)
-    lane_s, torch_s = (float(np.median(v)) for v in seconds.values())
+            print(f"round {round_ + 1}, {kind} {name}: {step_s:.2f} s per step", flush=True)
+    with_s, without_s = (float(np.median(v)) for v in seconds.values())
     print(
-        f"median step: {lane_s:.2f} s with lane masks, {torch_s:.2f} s with torch's "
-        f"nn.Dropout: lane masks take {lane_s / torch_s:.2f} of the time"
+        f"median step: {with_s:.2f} s with {name}, {without_s:.2f} s without: "
+        f"{with_s / without_s:.2f} of the time"
     )
 
 
-def _keep_torch_dropout(model: torch.nn.Module) -> int:
+def _switch(name: str, on: bool) -> None:
+    """Turn a speed-up on or off where the encoder and the network are built."""
+    for module, attribute in SPEED_UPS[name]():
+        original = _ORIGINALS.setdefault((module.__name__, attribute), getattr(module, attribute))
+        setattr(module, attribute, original if on else _nothing)
+
+
+def _nothing(model: torch.nn.Module) -> int:
     return 0
+
+
+def _lane_dropout_sites():
+    from hydraopt_plugins.encoders import polybert
+    from hydraopt_plugins.surrogates.hydrabert import network
+
+    return [(polybert, "use_lane_dropout"), (network, "use_lane_dropout")]
+
+
+SPEED_UPS = {"lane-dropout": _lane_dropout_sites}
+_ORIGINALS: dict[tuple[str, str], object] = {}
 
 
 def _validation_seconds(surrogate, validation, settings) -> float:
