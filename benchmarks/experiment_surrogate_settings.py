@@ -4,6 +4,7 @@ changes given, judged on the validation split. Needs the run up to its dataset s
 variant's "study.seed" replaces the study's seed (the training's); its "train.patients": N
 trains on N of the training patients only (a fixed random subset, nested as N grows), its
 "train.thin": k on every k-th of those rows (as many rows from more patients); its
+"train.every": k (3 unless given) takes every k-th row of the training patients, 1 all; its
 "encoder": "none" trains without a polymer encoder, its "encoder_settings": {...} with the
 configured encoder's settings changed so; its "held_out_polymers": [names] leaves
 those polymers (and any with the same repeat unit) out of training and validation and
@@ -36,7 +37,8 @@ registry = PluginRegistry.discover()
 pipeline = load_pipeline(Path(sys.argv[1]), registry)
 store = RunStore(pipeline.run_dir)
 data, split = load_training_table(store.tables("dataset"))
-train_rows = np.flatnonzero(split == "train")[::3]
+all_train_rows = np.flatnonzero(split == "train")
+train_rows = all_train_rows[::3]
 # The training patients in a fixed random order: "train.patients": N keeps the first N of it,
 # so that smaller sets are subsets of larger ones.
 patient_order = np.random.default_rng(0).permutation(
@@ -56,7 +58,8 @@ for name, changes in variants.items():
     settings = json.loads(json.dumps(base))
     seed = changes.pop("study.seed", config.study.seed)
     kept = patient_order[: changes.pop("train.patients", len(patient_order))]
-    rows = train_rows[np.isin(np.asarray(data.inputs.patient_id)[train_rows], kept)]
+    chosen = all_train_rows[:: changes.pop("train.every", 3)]
+    rows = chosen[np.isin(np.asarray(data.inputs.patient_id)[chosen], kept)]
     encoder = encoders[changes.pop("encoder", config.encoder.plugin)]
     if "encoder_settings" in changes:
         plugin = config.encoder.plugin
