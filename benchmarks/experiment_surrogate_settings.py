@@ -63,12 +63,12 @@ for name, changes in variants.items():
     encoder = encoders[changes.pop("encoder", config.encoder.plugin)]
     if "encoder_settings" in changes:
         plugin = config.encoder.plugin
-        chosen = {
+        encoder_settings = {
             **pipeline.plugin_settings[("encoder",)].model_dump(),
             **changes.pop("encoder_settings"),
         }
         encoder = registry.create(
-            "encoder", plugin, registry.validate_settings("encoder", plugin, chosen)
+            "encoder", plugin, registry.validate_settings("encoder", plugin, encoder_settings)
         )
     # By repeat unit, as the train stage holds out: two names with one PSMILES leave together.
     names = set(changes.pop("held_out_polymers", []))

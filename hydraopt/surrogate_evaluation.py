@@ -79,10 +79,15 @@ def prediction_metrics(
     data: TrainingData, predictions: Predictions, interval: float
 ) -> dict[str, dict[str, float]]:
     """Metrics of every predicted output that ``data`` has targets for."""
+    return output_metrics(data, *prediction_columns(predictions), interval)
+
+
+def prediction_columns(
+    predictions: Predictions,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each output's predicted means and standard deviations, by name."""
     names = [spec.name for spec in predictions.mean.specs]
-    return output_metrics(
-        data, {n: predictions[n] for n in names}, {n: predictions.std[n] for n in names}, interval
-    )
+    return {n: predictions[n] for n in names}, {n: predictions.std[n] for n in names}
 
 
 def output_metrics(

@@ -43,6 +43,7 @@ from hydraopt.surrogate_evaluation import (
     patient_metric_rows,
     plot_parity,
     plot_training_curves,
+    prediction_columns,
     prediction_metrics,
 )
 
@@ -191,14 +192,8 @@ def _baselines(
 def _patient_rows(
     model: str, test: TrainingData, predictions: Any, interval: float
 ) -> list[dict[str, Any]]:
-    names = [spec.name for spec in predictions.mean.specs]
     return patient_metric_rows(
-        model,
-        "test patients",
-        test,
-        {n: predictions[n] for n in names},
-        {n: predictions.std[n] for n in names},
-        interval,
+        model, "test patients", test, *prediction_columns(predictions), interval
     )
 
 

@@ -229,12 +229,14 @@ class HydraBertSurrogate:
             network, embedding, weighting, self.settings.heads, beta, self._meta["pos_weight"]
         ).to(self.device)
 
+    def _scaled_features(self, features: np.ndarray) -> np.ndarray:
+        """The features as the network takes them: the saved log10 ones logged, standardised."""
+        logged = log_features(features, frozenset(self._meta["log10_features"]))
+        return Standardiser.from_json(self._meta["features"]).forward(logged)
+
     def _rows(self, data: TrainingData) -> Rows:
         """Scaled tensors on the device; an embedding table is indexed by polymer."""
-        scaler = Standardiser.from_json(self._meta["features"])
-        features = scaler.forward(
-            log_features(data.inputs.features, frozenset(self._meta["log10_features"]))
-        )
+        features = self._scaled_features(data.inputs.features)
         targets: dict[str, torch.Tensor] = {}
         valid: dict[str, torch.Tensor] = {}
         for name, head in self.settings.heads.items():
@@ -306,12 +308,7 @@ class HydraBertSurrogate:
         if self._model is None or self._encoder is None:
             raise RuntimeError("predict() before fit() or load()")
         model = self._model
-        scaler = Standardiser.from_json(self._meta["features"])
-        features = torch.from_numpy(
-            scaler.forward(
-                log_features(inputs.features, frozenset(self._meta["log10_features"]))
-            ).astype(np.float32)
-        )
+        features = torch.from_numpy(self._scaled_features(inputs.features).astype(np.float32))
         # Polymers in PSMILES order, whatever order the inputs list them in.
         distinct = sorted({p.psmiles for p in inputs.polymers})
         position = np.array([distinct.index(p.psmiles) for p in inputs.polymers], dtype=np.int64)
