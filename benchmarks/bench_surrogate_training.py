@@ -16,17 +16,23 @@ measured time. A speed-up of the training can be switched off to measure what it
 steps with and without it, alternating in this one process so that both see the same
 machine, and prints the ratio.
 
+On a GPU (``--device cuda``, or ``auto`` where torch sees one) the same training runs there
+in the surrogate's mixed precision (bf16 autocast where the GPU has it, else fp16 with a
+gradient scaler).
+
     python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
-        [--precision auto|fp32|bf16] [--without lane-dropout]
-        [--compare lane-dropout --rounds 3]
+        [--precision auto|fp32|bf16|fp16] [--device auto|cpu|cuda] [--without lane-dropout]
+        [--compare lane-dropout --rounds 3] [--profile 25]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +49,11 @@ from hydraopt_plugins.encoders.polybert_untrained import (
 )
 from hydraopt_plugins.surrogates import HydraBertSettings
 from hydraopt_plugins.surrogates.hydrabert.surrogate import HydraBertSurrogate
-from hydraopt_plugins.surrogates.hydrabert.training import autocast_dtype, evaluate_loss
+from hydraopt_plugins.surrogates.hydrabert.training import (
+    autocast_dtype,
+    evaluate_loss,
+    pick_device,
+)
 
 ROWS = 447_480
 EPOCHS = 15
@@ -77,8 +87,15 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "fp32", "bf16"),
-        help="the surrogate's precision setting ('auto': bf16 autocast on a CPU with native bf16)",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="the surrogate's precision setting ('auto': bf16 autocast on a GPU that has it "
+        "or a CPU with native bf16, fp16 on an older GPU)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="the surrogate's device setting ('auto': a GPU when torch sees one)",
     )
     parser.add_argument(
         "--without",
@@ -93,6 +110,13 @@ def main() -> None:
         help="time --steps LoRA steps with and without this speed-up, alternating",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="profile the LoRA training (torch.profiler) and print its ROWS costliest operators",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     library = read_polymer_library(None)
@@ -117,19 +141,25 @@ def main() -> None:
     validation = synthetic_rows(BATCH, polymers, 1)
     epochs = EPOCHS if args.full else 1
     settings = HydraBertSettings(
-        epochs=epochs, batch_size=BATCH, mc_samples=1, precision=args.precision
+        epochs=epochs,
+        batch_size=BATCH,
+        mc_samples=1,
+        precision=args.precision,
+        device=args.device,
     )
-    dtype = autocast_dtype(torch.device("cpu"), settings.precision) or torch.float32
+    device = pick_device(settings.device)
+    dtype = autocast_dtype(device, settings.precision) or torch.float32
     print(
-        f"precision: {args.precision}, matrix products in {str(dtype).removeprefix('torch.')}; "
-        f"speed-ups switched off: {off}"
+        f"device: {_device_name(device, args.threads)}; precision: {args.precision}, matrix "
+        f"products in {str(dtype).removeprefix('torch.')}; speed-ups switched off: {off}"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     if args.compare:
         _compare(args.compare, args.rounds, folder, train, validation, settings, work)
         return
     start = time.perf_counter()
-    step_s, validation_s = _lora_step_seconds(encoder, train, validation, settings, work)
+    with _profiled(args.profile, device):
+        step_s, validation_s = _lora_step_seconds(encoder, train, validation, settings, work)
     seconds = time.perf_counter() - start
     frozen_step_s = _frozen_step_seconds(train, polymers, settings, args.steps, work)
     share = 1 - frozen_step_s / step_s
@@ -145,7 +175,7 @@ def main() -> None:
         p.numel() for n, p in encoder.module.named_parameters() if "embeddings" in n
     )
     step_flops = 4 * layer_weights * sum(tokens)
-    rate = _matmul_flops_per_s(sum(tokens), POLYBERT_ARCHITECTURE["hidden_size"], dtype)
+    rate = _matmul_flops_per_s(sum(tokens), POLYBERT_ARCHITECTURE["hidden_size"], dtype, device)
     floor = steps * (step_flops / rate + frozen_step_s)
     print(
         f"floor: {step_flops / 1e9:.0f} GFLOP per encoder step at this machine's "
@@ -162,28 +192,68 @@ def main() -> None:
         )
 
 
-def _matmul_flops_per_s(rows: int, width: int, dtype: torch.dtype) -> float:
+def _device_name(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU, {threads} threads (torch {torch.__version__})"
+
+
+def _matmul_flops_per_s(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> float:
     """Matrix products of the encoder's shape (tokens x hidden @ hidden x hidden) in the
-    training's autocast dtype."""
-    a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, width, dtype=dtype)
+    training's autocast dtype, on the training's device."""
+    a = torch.randn(rows, width, dtype=dtype, device=device)
+    b = torch.randn(width, width, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
+    _synchronize(device)
     start = time.perf_counter()
     repeats = 50
     for _ in range(repeats):
         a @ b
+    _synchronize(device)
     return 2 * rows * width * width * repeats / (time.perf_counter() - start)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock times it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _profiled(rows: int, device: torch.device) -> Iterator[None]:
+    """Profile the block with torch.profiler and print its ``rows`` costliest operators by
+    their own time on the device (the CPU, or the GPU's kernels); nothing when ``rows`` is 0."""
+    if not rows:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as profiler:
+        yield
+    by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=by, row_limit=rows, max_name_column_width=60))
+    if device.type == "cuda":  # the host's side: launches, Python, synchronisation
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        print(table)
 
 
 def _lora_step_seconds(encoder, train, validation, settings, work) -> tuple[float, float]:
     """Seconds per optimiser step of a training with LoRA, and of one validation pass."""
     surrogate = HydraBertSurrogate(settings)
-    surrogate.fit(train, validation, encoder, work / "lora", seed=0)
+    surrogate.fit(train, validation, encoder, work / "lora", seed=0, report=_progress)
     history = surrogate.history
     train_s = sum(h["seconds"] for h in history)
     validation_s = _validation_seconds(surrogate, validation, settings)
     steps = len(history) * math.ceil(len(train) / settings.batch_size)
     return (train_s - validation_s * len(history)) / steps, validation_s
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", flush=True)
 
 
 def _compare(name, rounds, folder, train, validation, settings, work) -> None:

@@ -6,9 +6,9 @@ encoder's names and settings as JSON, the seed) and starts the launcher, by defa
 cluster, ``[train] launcher`` gives the command that starts the processes on several nodes
 (``srun torchrun --nnodes 2 ...``) on a filesystem they share. Every process builds the
 surrogate and encoder from the handles and calls the same ``fit``: the process group is up
-(NCCL on GPUs, gloo on CPUs), so the surrogate trains data-parallel (each process takes its
-share of every batch and gradients are averaged) and rank 0 saves the fitted surrogate into
-the job folder, which the stage loads.
+(NCCL for tensors on GPUs, gloo for tensors on CPUs), so the surrogate trains data-parallel
+(each process takes its share of every batch and gradients are averaged) and rank 0 saves
+the fitted surrogate into the job folder, which the stage loads.
 """
 
 from __future__ import annotations
@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch.distributed as dist
 
     job = Path((argv or sys.argv[1:])[0])
-    backend = "nccl" if _has_gpu() else "gloo"
+    # With a GPU, NCCL carries the collectives of CUDA tensors and gloo those of CPU tensors,
+    # so a surrogate set to train on the CPU (surrogate.device = "cpu") still trains
+    # data-parallel on a machine that has GPUs.
+    backend = "cpu:gloo,cuda:nccl" if _has_gpu() else "gloo"
     dist.init_process_group(backend)
     try:
         rank = dist.get_rank()

@@ -128,10 +128,18 @@ class LossModel(nn.Module):
 
 
 def pick_device(setting: str) -> torch.device:
+    """The training's device; under torchrun each process takes the GPU of its local rank."""
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("surrogate.device = 'cuda' but torch sees no GPU")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"training process {local_rank} (LOCAL_RANK) has no GPU of its own: torch "
+                f"sees {torch.cuda.device_count()}; start one process per GPU "
+                "([train] processes) or set surrogate.device = 'cpu'"
+            )
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
@@ -334,6 +342,7 @@ class _Progress:
 
 
 def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state) -> None:
+    device = next(model.parameters()).device
     payload = {
         "identity": identity,
         "epoch": state.epoch,
@@ -346,6 +355,8 @@ def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state)
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        # On a GPU the dropout masks come from the device's own generator.
+        **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
@@ -366,6 +377,9 @@ def _resume(path: Path, identity: str, model, optimizer, scheduler, scaler, stat
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
     torch.set_rng_state(payload["torch_rng"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "cuda_rng" in payload:
+        torch.cuda.set_rng_state(payload["cuda_rng"], device)
     state.epoch = payload["epoch"]
     state.best_loss = payload["best_loss"]
     state.bad_epochs = payload["bad_epochs"]
