@@ -14,7 +14,9 @@ measured time. A speed-up of the training can be switched off to measure what it
 ``lane-dropout`` (dropout masks from 16-bit lanes, plugins/lane_dropout.py; off: torch's
 ``nn.Dropout``). ``--without NAME`` switches it off; ``--compare NAME --rounds N`` times LoRA
 steps with and without it, alternating in this one process so that both see the same
-machine, and prints the ratio.
+machine, and prints the ratio. ``--compare-padding-waste W`` compares in the same way the
+encoder's length groups (``padding_waste``, the padding a group may hold) at W and at
+``--padding-waste``.
 
 On a GPU (``--device cuda``, or ``auto`` where torch sees one) the same training runs there
 in the surrogate's mixed precision (bf16 autocast where the GPU has it, else fp16 with a
@@ -22,7 +24,8 @@ gradient scaler).
 
     python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
         [--precision auto|fp32|bf16|fp16] [--device auto|cpu|cuda] [--without lane-dropout]
-        [--compare lane-dropout --rounds 3] [--profile 25]
+        [--padding-waste W] [--compare lane-dropout --rounds 3]
+        [--compare-padding-waste W --rounds 3] [--profile 25]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +112,19 @@ def main() -> None:
         choices=sorted(SPEED_UPS),
         help="time --steps LoRA steps with and without this speed-up, alternating",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
+    parser.add_argument(
+        "--padding-waste",
+        type=float,
+        help="the encoder's padding_waste (its length groups; default: the setting's default)",
+    )
+    parser.add_argument(
+        "--compare-padding-waste",
+        type=float,
+        metavar="WASTE",
+        help="time --steps LoRA steps with this padding_waste and with --padding-waste, "
+        "alternating",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of a comparison")
     parser.add_argument(
         "--profile",
         type=int,
@@ -126,7 +141,7 @@ def main() -> None:
     write_untrained_polybert(folder, distinct * 20, POLYBERT_ARCHITECTURE)
     for name in args.without:
         _switch(name, on=False)
-    encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+    encoder = _encoder(folder, args.padding_waste)
     off = ", ".join(args.without) or "none"
     tokens = [len(encoder.module.tokenizer(s)["input_ids"]) for s in distinct]
     parameters = sum(p.numel() for p in encoder.module.parameters())
@@ -154,8 +169,8 @@ def main() -> None:
         f"products in {str(dtype).removeprefix('torch.')}; speed-ups switched off: {off}"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    if args.compare:
-        _compare(args.compare, args.rounds, folder, train, validation, settings, work)
+    if args.compare or args.compare_padding_waste is not None:
+        _compare(_variants(args, folder), args.rounds, train, validation, settings, work)
         return
     start = time.perf_counter()
     with _profiled(args.profile, device):
@@ -256,24 +271,58 @@ def _progress(line: str) -> None:
     print(f"  {line}", flush=True)
 
 
-def _compare(name, rounds, folder, train, validation, settings, work) -> None:
-    """LoRA steps with the speed-up ``name`` and without it, alternating in this one process,
-    so that both see the same machine."""
-    seconds: dict[str, list[float]] = {"with": [], "without": []}
+def _compare(
+    variants: dict[str, Callable[[], PolyBertEncoder]],
+    rounds: int,
+    train: TrainingData,
+    validation: TrainingData,
+    settings: HydraBertSettings,
+    work: Path,
+) -> None:
+    """LoRA steps of two variants (each a function that sets it up and builds its encoder),
+    alternating in this one process, so that both see the same machine; the first variant's
+    median step as a share of the second's."""
+    seconds: dict[str, list[float]] = {label: [] for label in variants}
     for round_ in range(rounds):
-        for kind in seconds:
-            _switch(name, on=kind == "with")
-            encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+        for index, (label, build) in enumerate(variants.items()):
             step_s, _ = _lora_step_seconds(
-                encoder, train, validation, settings, work / f"{kind}{round_}"
+                build(), train, validation, settings, work / f"{index}-{round_}"
             )
-            seconds[kind].append(step_s)
-            print(f"round {round_ + 1}, {kind} {name}: {step_s:.2f} s per step", flush=True)
-    with_s, without_s = (float(np.median(v)) for v in seconds.values())
-    print(
-        f"median step: {with_s:.2f} s with {name}, {without_s:.2f} s without: "
-        f"{with_s / without_s:.2f} of the time"
+            seconds[label].append(step_s)
+            print(f"round {round_ + 1}, {label}: {step_s:.2f} s per step", flush=True)
+    (first, first_s), (second, second_s) = (
+        (label, float(np.median(v))) for label, v in seconds.items()
     )
+    print(
+        f"median step: {first_s:.2f} s {first}, {second_s:.2f} s {second}: "
+        f"{first_s / second_s:.2f} of the time"
+    )
+
+
+def _encoder(folder: Path, padding_waste: float | None) -> PolyBertEncoder:
+    extra = {} if padding_waste is None else {"padding_waste": padding_waste}
+    return PolyBertEncoder(PolyBertSettings(model=str(folder), **extra))
+
+
+def _variants(args: argparse.Namespace, folder: Path) -> dict[str, Callable[[], PolyBertEncoder]]:
+    """The two variants that ``--compare`` or ``--compare-padding-waste`` alternates."""
+    waste = args.padding_waste
+    if args.compare_padding_waste is not None:
+        default = PolyBertSettings.model_fields["padding_waste"].default
+        ours = default if waste is None else waste
+        return {
+            f"with padding_waste {args.compare_padding_waste}": lambda: _encoder(
+                folder, args.compare_padding_waste
+            ),
+            f"with padding_waste {ours}": lambda: _encoder(folder, ours),
+        }
+    name = args.compare
+
+    def build(on: bool) -> PolyBertEncoder:
+        _switch(name, on)
+        return _encoder(folder, waste)
+
+    return {f"with {name}": lambda: build(True), f"without {name}": lambda: build(False)}
 
 
 def _switch(name: str, on: bool) -> None:

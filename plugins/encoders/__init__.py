@@ -43,8 +43,12 @@ class PolyBertSettings(PluginSettings):
         min_length=1,
         description="Module names (suffixes) that get LoRA adapters.",
     )
+    # Each group is a pass through every layer: fewer, more padded groups trade arithmetic for
+    # passes. For the bundled library's 21 PSMILES (10-107 tokens) 0.5 (5 groups, 13% padding)
+    # took 0.92-0.93 of a LoRA step's time at 0.25 (7 groups, 7%) and 1.0 (4 groups, 26%)
+    # 1.14 of 0.5's, on 2 CPU cores (benchmarks/RESULTS.md).
     padding_waste: float = Field(
-        0.25,
+        0.5,
         ge=0,
         description="Polymers are encoded in groups of similar token length; a group's "
         "longest sequence is at most 1 + this times its shortest, bounding the padding.",
@@ -92,7 +96,7 @@ def hydraopt_encoders() -> Iterator[EncoderPlugin]:
         settings=PolyBertSettings,
         description="polyBERT (DeBERTa-v2) fingerprints of the PSMILES, LoRA-tuned with the "
         "surrogate",
-        version="2",
+        version="3",
     )
     yield EncoderPlugin(
         name="morgan",
