@@ -9,7 +9,11 @@ trains on N of the training patients only (a fixed random subset, nested as N gr
 configured encoder's settings changed so; its "held_out_polymers": [names] leaves
 those polymers (and any with the same repeat unit) out of training and validation and
 judges the variant on the validation patients' rows of them instead (leave-polymer-out, as
-the train stage does on the test patients).
+the train stage does on the test patients). Its "validation.to_train": [patient ids] moves
+those validation patients into training (every row of theirs), and "validation.drop":
+[patient ids] leaves them out of both; the variant is selected and judged on the validation
+patients that remain, so that two variants judged on the same remaining patients show what
+more training patients are worth.
 
     python benchmarks/experiment_surrogate_settings.py PIPELINE \
         '{"name": {"heads.delta_ef_pct.heteroscedastic": false}, "baseline": {}}'
@@ -71,15 +75,20 @@ for name, changes in variants.items():
             "encoder", plugin, registry.validate_settings("encoder", plugin, encoder_settings)
         )
     # By repeat unit, as the train stage holds out: two names with one PSMILES leave together.
+    patient_id = np.asarray(data.inputs.patient_id)
+    moved = np.isin(patient_id, changes.pop("validation.to_train", []))
+    dropped = np.isin(patient_id, changes.pop("validation.drop", []))
+    rows = np.union1d(rows, np.flatnonzero(moved & (split == "validation")))
+    remaining = (split == "validation") & ~moved & ~dropped
     names = set(changes.pop("held_out_polymers", []))
     held_out = np.isin(row_psmiles, [p.psmiles for p in data.inputs.polymers if p.name in names])
     rows = rows[~held_out[rows]]
     train = data.take(rows[:: changes.pop("train.thin", 1)])
     if held_out.any():
-        validation = data.take((split == "validation") & ~held_out)
-        judged = data.take((split == "validation") & held_out)
+        validation = data.take(remaining & ~held_out)
+        judged = data.take(remaining & held_out)
     else:
-        validation = judged = data.take(split == "validation")
+        validation = judged = data.take(remaining)
     for key, value in changes.items():
         target = settings
         *path, last = key.split(".")
