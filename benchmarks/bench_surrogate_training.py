@@ -107,7 +107,8 @@ def main() -> None:
         choices=sorted(SPEED_UPS),
         help="switch this speed-up off (repeatable)",
     )
-    parser.add_argument(
+    comparison = parser.add_mutually_exclusive_group()
+    comparison.add_argument(
         "--compare",
         choices=sorted(SPEED_UPS),
         help="time --steps LoRA steps with and without this speed-up, alternating",
@@ -117,7 +118,7 @@ def main() -> None:
         type=float,
         help="the encoder's padding_waste (its length groups; default: the setting's default)",
     )
-    parser.add_argument(
+    comparison.add_argument(
         "--compare-padding-waste",
         type=float,
         metavar="WASTE",
@@ -133,6 +134,10 @@ def main() -> None:
         help="profile the LoRA training (torch.profiler) and print its ROWS costliest operators",
     )
     args = parser.parse_args()
+    default_waste = PolyBertSettings.model_fields["padding_waste"].default
+    waste = default_waste if args.padding_waste is None else args.padding_waste
+    if args.compare_padding_waste == waste:
+        parser.error("--compare-padding-waste must differ from --padding-waste (or its default)")
     torch.set_num_threads(args.threads)
     library = read_polymer_library(None)
     polymers = polymer_inputs(library)
@@ -308,8 +313,7 @@ def _variants(args: argparse.Namespace, folder: Path) -> dict[str, Callable[[], 
     """The two variants that ``--compare`` or ``--compare-padding-waste`` alternates."""
     waste = args.padding_waste
     if args.compare_padding_waste is not None:
-        default = PolyBertSettings.model_fields["padding_waste"].default
-        ours = default if waste is None else waste
+        ours = PolyBertSettings.model_fields["padding_waste"].default if waste is None else waste
         return {
             f"with padding_waste {args.compare_padding_waste}": lambda: _encoder(
                 folder, args.compare_padding_waste
