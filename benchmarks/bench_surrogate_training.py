@@ -116,7 +116,8 @@ def main() -> None:
     parser.add_argument(
         "--padding-waste",
         type=float,
-        help="the encoder's padding_waste (its length groups; default: the setting's default)",
+        default=PolyBertSettings.model_fields["padding_waste"].default,
+        help="the encoder's padding_waste (its length groups; default: the setting's)",
     )
     comparison.add_argument(
         "--compare-padding-waste",
@@ -134,9 +135,7 @@ def main() -> None:
         help="profile the LoRA training (torch.profiler) and print its ROWS costliest operators",
     )
     args = parser.parse_args()
-    default_waste = PolyBertSettings.model_fields["padding_waste"].default
-    waste = default_waste if args.padding_waste is None else args.padding_waste
-    if args.compare_padding_waste == waste:
+    if args.compare_padding_waste == args.padding_waste:
         parser.error("--compare-padding-waste must differ from --padding-waste (or its default)")
     torch.set_num_threads(args.threads)
     library = read_polymer_library(None)
@@ -304,21 +303,19 @@ def _compare(
     )
 
 
-def _encoder(folder: Path, padding_waste: float | None) -> PolyBertEncoder:
-    extra = {} if padding_waste is None else {"padding_waste": padding_waste}
-    return PolyBertEncoder(PolyBertSettings(model=str(folder), **extra))
+def _encoder(folder: Path, padding_waste: float) -> PolyBertEncoder:
+    return PolyBertEncoder(PolyBertSettings(model=str(folder), padding_waste=padding_waste))
 
 
 def _variants(args: argparse.Namespace, folder: Path) -> dict[str, Callable[[], PolyBertEncoder]]:
     """The two variants that ``--compare`` or ``--compare-padding-waste`` alternates."""
     waste = args.padding_waste
     if args.compare_padding_waste is not None:
-        ours = PolyBertSettings.model_fields["padding_waste"].default if waste is None else waste
         return {
             f"with padding_waste {args.compare_padding_waste}": lambda: _encoder(
                 folder, args.compare_padding_waste
             ),
-            f"with padding_waste {ours}": lambda: _encoder(folder, ours),
+            f"with padding_waste {waste}": lambda: _encoder(folder, waste),
         }
     name = args.compare
 

@@ -41,13 +41,12 @@ registry = PluginRegistry.discover()
 pipeline = load_pipeline(Path(sys.argv[1]), registry)
 store = RunStore(pipeline.run_dir)
 data, split = load_training_table(store.tables("dataset"))
+patient_id = np.asarray(data.inputs.patient_id)
 all_train_rows = np.flatnonzero(split == "train")
 train_rows = all_train_rows[::3]
 # The training patients in a fixed random order: "train.patients": N keeps the first N of it,
 # so that smaller sets are subsets of larger ones.
-patient_order = np.random.default_rng(0).permutation(
-    np.unique(np.asarray(data.inputs.patient_id)[train_rows])
-)
+patient_order = np.random.default_rng(0).permutation(np.unique(patient_id[train_rows]))
 base = pipeline.plugin_settings[("surrogate",)].model_dump()
 config = pipeline.config
 encoders = {
@@ -63,7 +62,7 @@ for name, changes in variants.items():
     seed = changes.pop("study.seed", config.study.seed)
     kept = patient_order[: changes.pop("train.patients", len(patient_order))]
     chosen = all_train_rows[:: changes.pop("train.every", 3)]
-    rows = chosen[np.isin(np.asarray(data.inputs.patient_id)[chosen], kept)]
+    rows = chosen[np.isin(patient_id[chosen], kept)]
     encoder = encoders[changes.pop("encoder", config.encoder.plugin)]
     if "encoder_settings" in changes:
         plugin = config.encoder.plugin
@@ -75,7 +74,6 @@ for name, changes in variants.items():
             "encoder", plugin, registry.validate_settings("encoder", plugin, encoder_settings)
         )
     # By repeat unit, as the train stage holds out: two names with one PSMILES leave together.
-    patient_id = np.asarray(data.inputs.patient_id)
     moved = np.isin(patient_id, changes.pop("validation.to_train", []))
     dropped = np.isin(patient_id, changes.pop("validation.drop", []))
     rows = np.union1d(rows, np.flatnonzero(moved & (split == "validation")))
