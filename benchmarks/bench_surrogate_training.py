@@ -9,14 +9,15 @@ depend on their values.
 
 It times ``--steps`` optimiser steps of the whole model, and of the same network with frozen
 embeddings (no encoder pass), and prints rows per second, the encoder's share of a step, and
-the recipe's projected wall time. ``--full`` trains the whole recipe instead and prints its
-measured time. A speed-up of the training can be switched off to measure what it gives:
-``lane-dropout`` (dropout masks from 16-bit lanes, plugins/lane_dropout.py; off: torch's
-``nn.Dropout``). ``--without NAME`` switches it off; ``--compare NAME --rounds N`` times LoRA
-steps with and without it, alternating in this one process so that both see the same
-machine, and prints the ratio. ``--compare-padding-waste W`` compares in the same way the
-encoder's length groups (``padding_waste``, the padding a group may hold) at W and at
-``--padding-waste``.
+the recipe's projected wall time: its steps, and a validation pass over the seeds' 89,496
+rows after each epoch, timed at that size. ``--full`` trains the whole recipe instead, with
+a validation split of that size, and prints its measured time. A speed-up of the training
+can be switched off to measure what it gives: ``lane-dropout`` (dropout masks from 16-bit
+lanes, plugins/lane_dropout.py; off: torch's ``nn.Dropout``). ``--without NAME`` switches
+it off; ``--compare NAME --rounds N`` times LoRA steps with and without it, alternating in
+this one process so that both see the same machine, and prints the ratio.
+``--compare-padding-waste W`` compares in the same way the encoder's length groups
+(``padding_waste``, the padding a group may hold) at W and at ``--padding-waste``.
 
 On a GPU (``--device cuda``, or ``auto`` where torch sees one) the same training runs there
 in the surrogate's mixed precision (bf16 autocast where the GPU has it, else fp16 with a
@@ -61,6 +62,7 @@ from hydraopt_plugins.surrogates.hydrabert.training import (
 ROWS = 447_480
 EPOCHS = 15
 BATCH = 8192
+VALIDATION_ROWS = 89_496  # the seeds' validation split, scored after every epoch
 SPECS = (
     OutputSpec("delta_ef_pct", "%-points", ""),
     OutputSpec("is_optimal", "1", ""),
@@ -157,7 +159,7 @@ def main() -> None:
     )
     rows = ROWS if args.full else args.steps * BATCH
     train = synthetic_rows(rows, polymers, 0)
-    validation = synthetic_rows(BATCH, polymers, 1)
+    validation = synthetic_rows(VALIDATION_ROWS if args.full else BATCH, polymers, 1)
     epochs = EPOCHS if args.full else 1
     settings = HydraBertSettings(
         epochs=epochs,
@@ -178,7 +180,11 @@ def main() -> None:
         return
     start = time.perf_counter()
     with _profiled(args.profile, device):
-        step_s, validation_s = _lora_step_seconds(encoder, train, validation, settings, work)
+        step_s, fitted = _lora_training(encoder, train, validation, settings, work)
+    # A validation pass encodes the polymers once per prediction batch, not once per row, so
+    # it is timed at the seeds' size rather than scaled up from a small one.
+    seeds_validation = synthetic_rows(VALIDATION_ROWS, polymers, 2)
+    validation_s = _validation_seconds(fitted, seeds_validation, settings)
     seconds = time.perf_counter() - start
     frozen_step_s = _frozen_step_seconds(train, polymers, settings, args.steps, work)
     share = 1 - frozen_step_s / step_s
@@ -204,10 +210,11 @@ def main() -> None:
     if args.full:
         print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs): measured {seconds / 60:.1f} min")
     else:
-        projected = steps * step_s + EPOCHS * validation_s * (89_496 / BATCH)
+        projected = steps * step_s + EPOCHS * validation_s
         print(
             f"recipe ({ROWS:,} rows x {EPOCHS} epochs = {steps} steps, validation on the "
-            f"seeds' 89,496 rows each epoch): projected {projected / 60:.1f} min"
+            f"seeds' {VALIDATION_ROWS:,} rows each epoch, {validation_s:.2f} s a pass): "
+            f"projected {projected / 60:.1f} min"
         )
 
 
@@ -260,15 +267,15 @@ def _profiled(rows: int, device: torch.device) -> Iterator[None]:
         print(table)
 
 
-def _lora_step_seconds(encoder, train, validation, settings, work) -> tuple[float, float]:
-    """Seconds per optimiser step of a training with LoRA, and of one validation pass."""
+def _lora_training(encoder, train, validation, settings, work) -> tuple[float, HydraBertSurrogate]:
+    """Seconds per optimiser step of a training with LoRA, and the trained surrogate."""
     surrogate = HydraBertSurrogate(settings)
     surrogate.fit(train, validation, encoder, work / "lora", seed=0, report=_progress)
     history = surrogate.history
     train_s = sum(h["seconds"] for h in history)
     validation_s = _validation_seconds(surrogate, validation, settings)
     steps = len(history) * math.ceil(len(train) / settings.batch_size)
-    return (train_s - validation_s * len(history)) / steps, validation_s
+    return (train_s - validation_s * len(history)) / steps, surrogate
 
 
 def _progress(line: str) -> None:
@@ -289,7 +296,7 @@ def _compare(
     seconds: dict[str, list[float]] = {label: [] for label in variants}
     for round_ in range(rounds):
         for index, (label, build) in enumerate(variants.items()):
-            step_s, _ = _lora_step_seconds(
+            step_s, _ = _lora_training(
                 build(), train, validation, settings, work / f"{index}-{round_}"
             )
             seconds[label].append(step_s)

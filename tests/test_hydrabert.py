@@ -413,6 +413,71 @@ def test_the_design_scale_is_saved_and_the_tensor_scorer_applies_it(design_scale
     )
 
 
+def test_periodic_embeddings_keep_the_features_and_embed_only_the_chosen_columns():
+    import torch
+
+    from hydraopt_plugins.surrogates.hydrabert.numeric_embedding import PeriodicEmbedding
+
+    torch.manual_seed(0)
+    embedding = PeriodicEmbedding(5, [1, 3], frequencies=4, sigma=1.0, width=6)
+    assert embedding.out_features == 5 + 2 * 6
+    x = torch.randn(8, 5)
+    out = embedding(x)
+    assert out.shape == (8, 17)
+    torch.testing.assert_close(out[:, :5], x)  # the scaled features pass through
+    changed = x.clone()
+    changed[:, [0, 2, 4]] += 1.0  # columns that are not embedded
+    torch.testing.assert_close(embedding(changed)[:, 5:], out[:, 5:])
+    changed = x.clone()
+    changed[:, 3] += 0.5
+    moved = (embedding(changed)[:, 5:] - out[:, 5:]).abs().sum(0)
+    assert moved[:6].sum() == 0 and moved[6:].sum() > 0  # only column 3's embedding moves
+    # Beyond the training range the embedding holds its value at the range's end; the
+    # feature itself still passes through as it is.
+    embedding.fit_range(x)
+    beyond = x.clone()
+    beyond[:, 3] = x[:, 3].max() + torch.arange(1.0, 9.0)
+    at_end = x.clone()
+    at_end[:, 3] = x[:, 3].max()
+    torch.testing.assert_close(embedding(beyond)[:, 5:], embedding(at_end)[:, 5:])
+    torch.testing.assert_close(embedding(beyond)[:, :5], beyond)
+
+
+@pytest.mark.parametrize("columns", ["design", "all"])
+def test_a_periodic_embedding_trains_saves_and_scores_as_predict_does(columns, data, tmp_path):
+    import torch
+
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    kwargs = {"feature_embedding": "periodic", "periodic_features": columns}
+    model = surrogate(epochs=2, precision="fp32", mc_samples=1, **kwargs)
+    model.fit(train, validation, morgan(), tmp_path / "fit", seed=3)
+    embedding = model._model.network.numeric_embedding
+    assert embedding.columns.tolist() == (
+        [11, 12, 13, 14] if columns == "design" else list(range(15))
+    )
+    scaled = model._scaled_features(train.inputs.features)[:, embedding.columns.numpy()]
+    np.testing.assert_allclose(embedding.low.numpy(), scaled.min(0), rtol=1e-6)
+    np.testing.assert_allclose(embedding.high.numpy(), scaled.max(0), rtol=1e-6)
+    (tmp_path / "saved").mkdir()
+    model.save(tmp_path / "saved")
+    loaded = surrogate(epochs=2, precision="fp32", mc_samples=1, **kwargs)
+    loaded.load(tmp_path / "saved", morgan())
+    saved_range = loaded._model.network.numeric_embedding
+    torch.testing.assert_close(saved_range.low.cpu(), embedding.low.cpu())
+    torch.testing.assert_close(saved_range.high.cpu(), embedding.high.cpu())
+    predicted = model.predict(test.inputs)["delta_ef_pct"]
+    np.testing.assert_array_equal(loaded.predict(test.inputs)["delta_ef_pct"], predicted)
+    scored = loaded.tensor_scorer(POLYMERS)(
+        torch.as_tensor(test.inputs.features, dtype=torch.float32),
+        torch.as_tensor(test.inputs.polymer_index),
+        ["delta_ef_pct"],
+    )
+    np.testing.assert_allclose(scored["delta_ef_pct"][0].cpu().numpy(), predicted, rtol=1e-4)
+    # a surrogate saved with the embedding does not load into a pipeline without it
+    with pytest.raises(ValueError, match="other surrogate settings"):
+        surrogate(epochs=2, precision="fp32", mc_samples=1).load(tmp_path / "saved", morgan())
+
+
 def test_rows_are_matched_to_polymers_by_psmiles_not_by_position(data, tmp_path):
     train, validation, _ = (d.take(slice(0, 300)) for d in data)
     reordered = POLYMERS[::-1]

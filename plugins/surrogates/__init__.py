@@ -97,6 +97,31 @@ class HydraBertSettings(PluginSettings):
         "decades). Linear fitted the reference physics' treatment effects better "
         "(benchmarks/RESULTS.md).",
     )
+    feature_embedding: Literal["none", "periodic"] = Field(
+        "none",
+        description="'periodic': the chosen numeric features also enter as learned periodic "
+        "embeddings (Gorishniy et al. 2022), so the property encoder can fit effects that "
+        "change steeply within a feature's range; 'none': as scaled numbers only.",
+    )
+    periodic_features: Literal["design", "all"] = Field(
+        "design",
+        description="With feature_embedding = 'periodic': 'design' embeds the four continuous "
+        "design parameters (stiffness, half-life, conductivity, thickness), 'all' the 11 "
+        "patient features as well.",
+    )
+    periodic_frequencies: int = Field(
+        16, ge=1, description="With feature_embedding = 'periodic': frequencies per feature."
+    )
+    periodic_sigma: float = Field(
+        0.3,
+        gt=0,
+        description="With feature_embedding = 'periodic': standard deviation of the initial "
+        "frequencies, in cycles per standard deviation of the feature (0.3 kept the polymer "
+        "encoder's gain on held-out polymers that 1 lost: benchmarks/RESULTS.md).",
+    )
+    periodic_width: int = Field(
+        16, ge=1, description="With feature_embedding = 'periodic': embedding width per feature."
+    )
     property_hidden: int = Field(64, ge=1, description="Property encoder hidden width.")
     property_dim: int = Field(128, ge=1, description="Property encoder output width.")
     category_dim: int = Field(16, ge=1, description="Polymer category embedding width.")
@@ -168,5 +193,5 @@ def hydraopt_surrogates() -> Iterator[SurrogatePlugin]:
         settings=HydraBertSettings,
         description="HYDRA-BERT: polymer encoder + property and category encoders, fusion, "
         "multi-task heads with uncertainty",
-        version="6",
+        version="7",
     )

@@ -16,9 +16,11 @@ from collections.abc import Collection, Mapping
 import torch
 from torch import nn
 
-from hydraopt.domain import POLYMER_CATEGORIES
+from hydraopt.domain import DEFAULT_PARAMETERS, PATIENT_FEATURES, POLYMER_CATEGORIES
+from hydraopt.domain.training import DATASET_FEATURE_NAMES
 from hydraopt_plugins.lane_dropout import use_lane_dropout
 from hydraopt_plugins.surrogates import HeadSettings, HydraBertSettings
+from hydraopt_plugins.surrogates.hydrabert.numeric_embedding import PeriodicEmbedding
 
 
 def _block(width_in: int, width_out: int, dropout: float) -> list[nn.Module]:
@@ -111,6 +113,20 @@ class Head(nn.Module):
         return out.squeeze(-1) if self.outputs == 1 else out
 
 
+def _periodic_embedding(settings: HydraBertSettings, n_features: int) -> PeriodicEmbedding:
+    names = [p.name for p in DEFAULT_PARAMETERS]
+    if settings.periodic_features == "all":
+        names += [f.name for f in PATIENT_FEATURES]
+    columns = sorted(DATASET_FEATURE_NAMES.index(name) for name in names)
+    return PeriodicEmbedding(
+        n_features,
+        columns,
+        settings.periodic_frequencies,
+        settings.periodic_sigma,
+        settings.periodic_width,
+    )
+
+
 class HydraBertNetwork(nn.Module):
     """Everything after the polymer encoder."""
 
@@ -133,8 +149,16 @@ class HydraBertNetwork(nn.Module):
             if embedding_dim
             else None
         )
+        self.numeric_embedding = (
+            _periodic_embedding(settings, n_features)
+            if settings.feature_embedding == "periodic"
+            else None
+        )
+        property_in = (
+            n_features if self.numeric_embedding is None else self.numeric_embedding.out_features
+        )
         self.properties = nn.Sequential(
-            *_block(n_features, settings.property_hidden, p),
+            *_block(property_in, settings.property_hidden, p),
             nn.Linear(settings.property_hidden, settings.property_dim),
             nn.LayerNorm(settings.property_dim),
             nn.GELU(),
@@ -176,6 +200,12 @@ class HydraBertNetwork(nn.Module):
         smiles = None if self.adapter is None else self.adapter(polymer_embedding)[polymer]
         return self.from_parts(features, smiles, self.category(category))
 
+    def encode_properties(self, features: torch.Tensor) -> torch.Tensor:
+        """The property encoder's output ``[B, property_dim]`` from the scaled ``features``."""
+        if self.numeric_embedding is not None:
+            features = self.numeric_embedding(features)
+        return self.properties(features)
+
     def from_parts(
         self,
         features: torch.Tensor,
@@ -188,7 +218,7 @@ class HydraBertNetwork(nn.Module):
         encoder) and its category embedding ``category [B, category_dim]``: what a frozen
         model may compute once per polymer and reuse."""
         wanted = {n: h for n, h in self.heads.items() if heads is None or n in heads}
-        parts = [self.properties(features), category]
+        parts = [self.encode_properties(features), category]
         if smiles is not None:
             parts.insert(0, smiles)
         fused = self.fusion(parts)

@@ -155,7 +155,7 @@ class HydraBertScorer:
             polymer = polymer_index.to(self.device)
             scaled = self._scaled(features.to(self.device, torch.float32))
             if self._fold is not None:
-                shared = self._fold(self._network.properties(scaled), polymer)
+                shared = self._fold(self._network.encode_properties(scaled), polymer)
                 out = {name: self._network.heads[name](shared) for name in heads}
             else:
                 out = self._network.from_parts(
@@ -175,7 +175,7 @@ class HydraBertScorer:
         columns = [DATASET_FEATURE_NAMES.index(f.name) for f in PATIENT_FEATURES]
         raw = patient_features.to(self.device, torch.float32)
         scaled[:, columns] = (raw - self._mean[columns]) / self._std[columns]
-        return self._network.properties(scaled).float()
+        return self._network.encode_properties(scaled).float()
 
 
 class _FoldedFirstLayer:

@@ -115,6 +115,8 @@ class HydraBertSurrogate:
         self._build(list(dict.fromkeys(p.psmiles for p in polymers)))
         assert self._model is not None
         rows_train = self._rows(train_data)
+        if self._model.network.numeric_embedding is not None:
+            self._model.network.numeric_embedding.fit_range(rows_train.features)
         rows_validation = self._rows(validation)
         # The resolved precision too: 'auto' means bf16 on one CPU and fp32 on another, and
         # a checkpoint is resumed only by a training that computes as it did.
