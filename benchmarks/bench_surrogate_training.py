@@ -181,10 +181,6 @@ def main() -> None:
     start = time.perf_counter()
     with _profiled(args.profile, device):
         step_s, fitted = _lora_training(encoder, train, validation, settings, work)
-    # A validation pass encodes the polymers once per prediction batch, not once per row, so
-    # it is timed at the seeds' size rather than scaled up from a small one.
-    seeds_validation = synthetic_rows(VALIDATION_ROWS, polymers, 2)
-    validation_s = _validation_seconds(fitted, seeds_validation, settings)
     seconds = time.perf_counter() - start
     frozen_step_s = _frozen_step_seconds(train, polymers, settings, args.steps, work)
     share = 1 - frozen_step_s / step_s
@@ -210,6 +206,10 @@ def main() -> None:
     if args.full:
         print(f"recipe ({ROWS:,} rows x {EPOCHS} epochs): measured {seconds / 60:.1f} min")
     else:
+        # A validation pass encodes the polymers once per prediction batch, not once per row,
+        # so it is timed at the seeds' size rather than scaled up from a small one.
+        seeds_validation = synthetic_rows(VALIDATION_ROWS, polymers, 2)
+        validation_s = _validation_seconds(fitted, seeds_validation, settings)
         projected = steps * step_s + EPOCHS * validation_s
         print(
             f"recipe ({ROWS:,} rows x {EPOCHS} epochs = {steps} steps, validation on the "

@@ -46,7 +46,7 @@ class PeriodicEmbedding(nn.Module):
 
     def fit_range(self, features: torch.Tensor) -> None:
         """Record the range of the embedded columns over the training rows ``features``."""
-        selected = features[:, self.columns.to(features.device)]
+        selected = features[:, self.columns]
         self.low.copy_(selected.amin(0))
         self.high.copy_(selected.amax(0))
 
