@@ -13,7 +13,9 @@ the recipe's projected wall time: its steps, and a validation pass over the seed
 rows after each epoch, timed at that size. ``--full`` trains the whole recipe instead, with
 a validation split of that size, and prints its measured time. A speed-up of the training
 can be switched off to measure what it gives: ``lane-dropout`` (dropout masks from 16-bit
-lanes, plugins/lane_dropout.py; off: torch's ``nn.Dropout``). ``--without NAME`` switches
+lanes, plugins/lane_dropout.py; off: torch's ``nn.Dropout``) and ``token-packing`` (the
+encoder's token-wise layers on its tokens without padding, plugins/encoders/packed_deberta.py;
+off: transformers' padded forward pass, a pass per length group). ``--without NAME`` switches
 it off; ``--compare NAME --rounds N`` times LoRA steps with and without it, alternating in
 this one process so that both see the same machine, and prints the ratio.
 ``--compare-padding-waste W`` compares in the same way the encoder's length groups
@@ -24,8 +26,8 @@ in the surrogate's mixed precision (bf16 autocast where the GPU has it, else fp1
 gradient scaler).
 
     python benchmarks/bench_surrogate_training.py [--steps 8] [--threads 2] [--full]
-        [--precision auto|fp32|bf16|fp16] [--device auto|cpu|cuda] [--without lane-dropout]
-        [--padding-waste W] [--compare lane-dropout --rounds 3]
+        [--precision auto|fp32|bf16|fp16] [--device auto|cpu|cuda] [--without NAME]
+        [--padding-waste W] [--compare NAME --rounds 3]
         [--compare-padding-waste W --rounds 3] [--profile 25]
 """
 
@@ -311,7 +313,12 @@ def _compare(
 
 
 def _encoder(folder: Path, padding_waste: float) -> PolyBertEncoder:
-    return PolyBertEncoder(PolyBertSettings(model=str(folder), padding_waste=padding_waste))
+    settings = PolyBertSettings(
+        model=str(folder),
+        padding_waste=padding_waste,
+        token_packing="token-packing" not in _SWITCHED_OFF,
+    )
+    return PolyBertEncoder(settings)
 
 
 def _variants(args: argparse.Namespace, folder: Path) -> dict[str, Callable[[], PolyBertEncoder]]:
@@ -334,7 +341,12 @@ def _variants(args: argparse.Namespace, folder: Path) -> dict[str, Callable[[], 
 
 
 def _switch(name: str, on: bool) -> None:
-    """Turn a speed-up on or off where the encoder and the network are built."""
+    """Turn a speed-up on or off where the encoder and the network are built (an encoder
+    setting is read by :func:`_encoder`)."""
+    if on:
+        _SWITCHED_OFF.discard(name)
+    else:
+        _SWITCHED_OFF.add(name)
     for module, attribute in SPEED_UPS[name]():
         original = _ORIGINALS.setdefault((module.__name__, attribute), getattr(module, attribute))
         setattr(module, attribute, original if on else _nothing)
@@ -351,8 +363,13 @@ def _lane_dropout_sites():
     return [(polybert, "use_lane_dropout"), (network, "use_lane_dropout")]
 
 
-SPEED_UPS = {"lane-dropout": _lane_dropout_sites}
+def _no_sites() -> list:
+    return []  # an encoder setting
+
+
+SPEED_UPS = {"lane-dropout": _lane_dropout_sites, "token-packing": _no_sites}
 _ORIGINALS: dict[tuple[str, str], object] = {}
+_SWITCHED_OFF: set[str] = set()
 
 
 def _validation_seconds(surrogate, validation, settings) -> float:
@@ -375,10 +392,12 @@ def _frozen_step_seconds(train, polymers, settings, steps, work) -> float:
             rng = np.random.default_rng(0)
             return rng.normal(size=(len(psmiles), self.embedding_dim)).astype(np.float32)
 
-    model = HydraBertSurrogate(settings)
+    # One epoch of ``steps`` steps, also after --full trained the whole recipe.
+    rows = train.take(slice(0, steps * BATCH))
+    model = HydraBertSurrogate(settings.model_copy(update={"epochs": 1}))
     start = time.perf_counter()
-    model.fit(train, train.take(slice(0, 1)), FrozenTable(None), work / "frozen", seed=0)
-    return (time.perf_counter() - start) / math.ceil(len(train) / BATCH)
+    model.fit(rows, rows.take(slice(0, 1)), FrozenTable(None), work / "frozen", seed=0)
+    return (time.perf_counter() - start) / math.ceil(len(rows) / BATCH)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,67 @@ def test_polybert_draws_its_training_dropout_from_lanes(polybert_folder):
     torch.manual_seed(1)
     assert torch.equal(module(PSMILES), first)
     assert not torch.equal(module(PSMILES), first)
+
+
+@pytest.mark.parametrize(("pooling", "padding_waste"), [("mean", 0.5), ("cls", 2.0)])
+def test_polybert_packed_tokens_compute_what_transformers_computes(
+    polybert_folder, pooling, padding_waste
+):
+    import torch
+
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+
+    def module(token_packing: bool):
+        settings = PolyBertSettings(
+            model=str(polybert_folder),
+            pooling=pooling,
+            padding_waste=padding_waste,
+            token_packing=token_packing,
+        )
+        return PolyBertEncoder(settings).trainable_module()
+
+    packed, padded = module(True), module(False)
+    assert packed.packing_unsupported is None
+    assert padded.packing_unsupported == "token_packing is off"
+    torch.manual_seed(0)  # adapters that change the output (LoRA starts as the identity)
+    adapters = {k: 0.2 * torch.randn_like(v) for k, v in packed.adapter_state().items()}
+    batch = PSMILES[::-1] + PSMILES[:2]  # out of length order, with repeats
+    outputs, gradients = [], []
+    for encoder in (packed, padded):
+        encoder.load_state_dict(adapters, strict=False)
+        encoder.eval()  # no dropout: the two passes draw their masks in other shapes
+        out = encoder(batch)
+        out.pow(2).sum().backward()
+        outputs.append(out.detach())
+        gradients.append({n: p.grad for n, p in encoder.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    assert gradients[0].keys() == gradients[1].keys() and gradients[0]
+    for name, gradient in gradients[1].items():
+        # sums over tokens in another order: close to the gradient's own scale
+        scale = gradient.abs().max().item()
+        torch.testing.assert_close(gradients[0][name], gradient, rtol=0, atol=1e-5 * scale)
+
+
+def test_polybert_runs_transformers_forward_where_packing_cannot(polybert_folder, tmp_path):
+    import json
+    import shutil
+
+    import torch
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    from hydraopt_plugins.encoders.packed_deberta import unsupported
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+
+    tiny = {"vocab_size": 20, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 8}
+    assert unsupported(DebertaV2Model(DebertaV2Config(num_hidden_layers=1, **tiny))) is None
+    conv = DebertaV2Config(num_hidden_layers=1, conv_kernel_size=3, **tiny)
+    assert unsupported(DebertaV2Model(conv)) == "the model has a convolution layer"
+    assert unsupported(torch.nn.Linear(2, 2)) == "the model is a Linear, not a DebertaV2Model"
+    folder = tmp_path / "relative"
+    shutil.copytree(polybert_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16)
+    (folder / "config.json").write_text(json.dumps(config))
+    encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+    assert encoder.module.packing_unsupported == "the model uses relative attention"
+    assert encoder.encode(PSMILES).shape == (4, encoder.embedding_dim)

@@ -43,15 +43,21 @@ class PolyBertSettings(PluginSettings):
         min_length=1,
         description="Module names (suffixes) that get LoRA adapters.",
     )
-    # Each group is a pass through every layer: fewer, more padded groups trade arithmetic for
-    # passes. For the bundled library's 21 PSMILES (10-107 tokens) 0.5 (5 groups, 13% padding)
-    # took 0.92-0.93 of a LoRA step's time at 0.25 (7 groups, 7%) and 1.0 (4 groups, 26%)
-    # 1.14 of 0.5's, on 2 CPU cores (benchmarks/RESULTS.md).
+    token_packing: bool = Field(
+        True,
+        description="Run the encoder's token-wise layers on the batch's tokens laid end to end, "
+        "without padding, and pad only inside the attention (DeBERTa-v2 without relative "
+        "attention; other models run transformers' padded forward pass).",
+    )
+    # With token_packing the groups pad only the attention; without it each group is a pass
+    # through every layer. Measured on the bundled library's 21 PSMILES (10-107 tokens) on 2
+    # CPU cores: benchmarks/RESULTS.md.
     padding_waste: float = Field(
         0.5,
         ge=0,
-        description="Polymers are encoded in groups of similar token length; a group's "
-        "longest sequence is at most 1 + this times its shortest, bounding the padding.",
+        description="The attention (every layer, without token_packing) runs the polymers "
+        "in groups of similar token length; a group's longest sequence is at most 1 + this "
+        "times its shortest, bounding the padding.",
     )
 
 
@@ -96,7 +102,7 @@ def hydraopt_encoders() -> Iterator[EncoderPlugin]:
         settings=PolyBertSettings,
         description="polyBERT (DeBERTa-v2) fingerprints of the PSMILES, LoRA-tuned with the "
         "surrogate",
-        version="3",
+        version="4",
     )
     yield EncoderPlugin(
         name="morgan",

@@ -7,7 +7,9 @@ read from a local folder or the Hugging Face cache and never downloaded at run t
 
 With LoRA (Hu et al. 2022) the base weights stay frozen and rank-r updates of the attention
 projections train with the surrogate. A training batch of thousands of rows holds a few dozen
-polymers, so each unique PSMILES is encoded once per batch and gathered by the caller.
+polymers, so each unique PSMILES is encoded once per batch and gathered by the caller. The
+encoder's token-wise layers run on those PSMILES' tokens laid end to end, without padding
+(packed_deberta.py), where the architecture allows it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from hydraopt_plugins.encoders import PolyBertSettings
+from hydraopt_plugins.encoders.packed_deberta import pack, packed_hidden_states, unsupported
 from hydraopt_plugins.encoders.psmiles import parse_psmiles
 from hydraopt_plugins.lane_dropout import use_lane_dropout
 
@@ -101,11 +104,17 @@ class PolyBertModule(nn.Module):
                 raise ValueError(f"encoder.lora_targets: {exc}") from None
         use_lane_dropout(base)  # torch's CPU dropout masks are a third of a LoRA step
         self.model = base
+        # The padding-free forward pass where the architecture allows it, else transformers'.
+        self.packing_unsupported = (
+            unsupported(self._core()) if settings.token_packing else "token_packing is off"
+        )
 
     def forward(self, psmiles: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
         ids = [self._tokens(s) for s in psmiles]
         groups = _length_groups([len(i) for i in ids], self.settings.padding_waste)
+        if self.packing_unsupported is None:
+            return self._packed_forward(ids, groups, device)
         parts = []
         for group in groups:
             width = max(len(ids[i]) for i in group)
@@ -120,6 +129,24 @@ class PolyBertModule(nn.Module):
         position = torch.empty(len(psmiles), dtype=torch.long)
         position[[i for group in groups for i in group]] = torch.arange(len(psmiles))
         return torch.cat(parts)[position.to(device)]
+
+    def _packed_forward(
+        self, ids: list[list[int]], groups: list[list[int]], device: torch.device
+    ) -> torch.Tensor:
+        batch = pack(ids, groups).to(device)
+        hidden = packed_hidden_states(self._core(), batch)
+        if self.settings.pooling == "cls":
+            pooled = hidden[batch.starts]
+        else:
+            sequence = torch.repeat_interleave(torch.arange(len(ids), device=device), batch.lengths)
+            total = hidden.new_zeros(len(ids), hidden.size(1)).index_add(0, sequence, hidden)
+            pooled = total / batch.lengths.unsqueeze(1).to(hidden.dtype)
+        out = torch.empty_like(pooled)
+        return out.index_copy(0, batch.order, pooled)
+
+    def _core(self) -> nn.Module:
+        """The transformers model inside the LoRA wrapper (whose layers carry the adapters)."""
+        return self.model.get_base_model() if self.settings.lora else self.model
 
     def _tokens(self, smiles: str) -> list[int]:
         """Token ids with the special tokens, computed once per PSMILES."""

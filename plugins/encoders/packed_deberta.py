@@ -1,0 +1,163 @@
+"""DeBERTa-v2's forward pass over a batch's tokens without padding.
+
+transformers' ``DebertaV2Model`` takes a padded ``[sequences, longest, hidden]`` batch, so its
+token-wise layers (the projections with their LoRA adapters, dropout, the layer norms and the
+feed-forward block) compute the padding too, and each group of similar length is a pass of its
+own through all the layers. Here those layers run once per layer on the packed
+``[tokens, hidden]`` matrix of every sequence of the batch; only the attention, the one layer
+that mixes tokens, lays a sequence's tokens out in rows again, padded within groups of similar
+length and masked as transformers masks them. The modules and weights are the model's own
+(LoRA adapters included) and every token gets the same arithmetic, so in fp32 the hidden
+states are transformers' to rounding (tests/test_encoders.py); in training only the dropout
+masks fall differently, having other shapes.
+
+It covers transformers' default DeBERTa-v2 configuration, which polyBERT's pre-training
+keeps but for the sizes (absolute position embeddings, no relative attention, no convolution
+layer, no enhanced-mask-decoder steps). :func:`unsupported` reads the loaded model and names
+what another configuration has; the caller then runs transformers' own forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    """Sequences of similar length, padded to the longest in the attention."""
+
+    slots: torch.Tensor  # [sequences, width]: the packed row of each slot (padding: any row)
+    real: torch.Tensor  # [sequences, width]: True where a slot holds a token
+    real_slots: torch.Tensor  # the flat indices of the real slots, in packed order
+
+    def to(self, device: torch.device) -> AttentionGroup:
+        return AttentionGroup(
+            self.slots.to(device), self.real.to(device), self.real_slots.to(device)
+        )
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Token sequences laid end to end, in the order of their attention groups."""
+
+    token_ids: torch.Tensor  # [tokens]
+    positions: torch.Tensor  # [tokens], each token's position in its sequence
+    starts: torch.Tensor  # [sequences], each sequence's first token (packed order)
+    lengths: torch.Tensor  # [sequences], tokens per sequence (packed order)
+    order: torch.Tensor  # [sequences], the input index of each packed sequence
+    groups: tuple[AttentionGroup, ...]
+
+    def to(self, device: torch.device) -> PackedBatch:
+        return PackedBatch(
+            self.token_ids.to(device),
+            self.positions.to(device),
+            self.starts.to(device),
+            self.lengths.to(device),
+            self.order.to(device),
+            tuple(group.to(device) for group in self.groups),
+        )
+
+
+def pack(ids: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]) -> PackedBatch:
+    """Pack the token ids ``ids`` (one list per sequence) in the order of ``groups`` (lists of
+    sequence indices, each group padded to its longest sequence in the attention)."""
+    order = [i for group in groups for i in group]
+    lengths = torch.tensor([len(ids[i]) for i in order])
+    starts = torch.cumsum(lengths, 0) - lengths
+    layouts = []
+    first = 0
+    for group in groups:
+        group_lengths = lengths[first : first + len(group)]
+        group_starts = starts[first : first + len(group)]
+        offsets = torch.arange(int(group_lengths.max()))
+        real = offsets[None, :] < group_lengths[:, None]
+        slots = torch.where(real, group_starts[:, None] + offsets[None, :], group_starts[0])
+        layouts.append(AttentionGroup(slots, real, real.reshape(-1).nonzero().squeeze(1)))
+        first += len(group)
+    return PackedBatch(
+        token_ids=torch.tensor([token for i in order for token in ids[i]], dtype=torch.long),
+        positions=torch.cat([torch.arange(int(n)) for n in lengths]),
+        starts=starts,
+        lengths=lengths,
+        order=torch.tensor(order, dtype=torch.long),
+        groups=tuple(layouts),
+    )
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why :func:`packed_hidden_states` cannot run ``model`` (None: it can)."""
+    from transformers import DebertaV2Model
+
+    if not isinstance(model, DebertaV2Model):
+        return f"the model is a {type(model).__name__}, not a DebertaV2Model"
+    if model.encoder.relative_attention:
+        return "the model uses relative attention"
+    if model.encoder.conv is not None:
+        return "the model has a convolution layer"
+    if getattr(model, "z_steps", 0) > 1:
+        return "the model repeats its last layer (z_steps)"
+    return None
+
+
+def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """The last hidden state of every token of ``batch``, ``[tokens, hidden]``, as
+    ``model(input_ids, attention_mask)`` computes it for the same sequences padded."""
+    embeddings = model.embeddings
+    x = embeddings.word_embeddings(batch.token_ids)
+    if embeddings.position_embeddings is not None and embeddings.position_biased_input:
+        x = x + embeddings.position_embeddings(batch.positions)
+    if embeddings.token_type_embeddings is not None:  # one segment: type 0 throughout
+        x = x + embeddings.token_type_embeddings.weight[0]
+    if embeddings.embed_proj is not None:
+        x = embeddings.embed_proj(x)
+    # transformers multiplies by the padding mask here; every packed token is real.
+    x = embeddings.dropout(embeddings.LayerNorm(x))
+    for layer in model.encoder.layer:
+        attention = layer.attention.self
+        context = _attention(
+            attention,
+            attention.query_proj(x),
+            attention.key_proj(x),
+            attention.value_proj(x),
+            batch.groups,
+        )
+        attended = layer.attention.output(context, x)
+        x = layer.output(layer.intermediate(attended), attended)
+    return x
+
+
+def _attention(
+    attention: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    groups: tuple[AttentionGroup, ...],
+) -> torch.Tensor:
+    """Scaled dot-product attention within each sequence, as transformers' disentangled
+    self-attention computes it without relative positions; returns packed rows."""
+    heads = attention.num_attention_heads
+    # transformers scales by the head size times one plus the position terms it names, even
+    # where relative attention is off.
+    scale_factor = 1 + ("c2p" in attention.pos_att_type) + ("p2c" in attention.pos_att_type)
+    packed = []
+    for group in groups:
+        sequences, width = group.slots.shape
+        flat_slots = group.slots.reshape(-1)
+        q, k, v = (
+            rows.index_select(0, flat_slots).view(sequences, width, heads, -1).transpose(1, 2)
+            for rows in (query, key, value)
+        )
+        # In q's precision, as transformers rounds it (sqrt(50) is 7.0625 in bf16).
+        scale = torch.tensor(math.sqrt(q.size(-1) * scale_factor), device=q.device).to(q.dtype)
+        scores = q @ (k.transpose(-1, -2) / scale)
+        # Padding keys are masked out; padding queries are computed and dropped below.
+        scores = scores.masked_fill(~group.real[:, None, None, :], torch.finfo(scores.dtype).min)
+        weights = attention.dropout(torch.softmax(scores, dim=-1))
+        context = (weights @ v).transpose(1, 2).reshape(sequences * width, -1)
+        packed.append(context.index_select(0, group.real_slots))
+    return torch.cat(packed)
