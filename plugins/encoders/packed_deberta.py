@@ -19,6 +19,7 @@ what another configuration has; the caller then runs transformers' own forward p
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,17 +29,31 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class AttentionGroup:
-    """Sequences of similar length, padded to the longest in the attention."""
+class PaddedLayout:
+    """Sequences laid out in padded rows again: for the attention, a group of similar length;
+    for pooling, every sequence."""
 
     slots: torch.Tensor  # [sequences, width]: the packed row of each slot (padding: any row)
     real: torch.Tensor  # [sequences, width]: True where a slot holds a token
     real_slots: torch.Tensor  # the flat indices of the real slots, in packed order
 
-    def to(self, device: torch.device) -> AttentionGroup:
-        return AttentionGroup(
-            self.slots.to(device), self.real.to(device), self.real_slots.to(device)
-        )
+    @classmethod
+    def of(cls, lengths: torch.Tensor, starts: torch.Tensor) -> PaddedLayout:
+        """The layout of the sequences of ``lengths`` tokens from packed rows ``starts``."""
+        offsets = torch.arange(int(lengths.max()))
+        real = offsets[None, :] < lengths[:, None]
+        # Padding slots read the first sequence's first token; their results are masked out
+        # or dropped, so their gradients are exact zeros (deterministic even where a GPU
+        # adds them up in any order).
+        slots = torch.where(real, starts[:, None] + offsets[None, :], starts[0])
+        return cls(slots, real, real.reshape(-1).nonzero().squeeze(1))
+
+    def lay_out(self, rows: torch.Tensor) -> torch.Tensor:
+        """Packed ``rows [tokens, ...]`` as ``[sequences, width, ...]``."""
+        return rows.index_select(0, self.slots.reshape(-1)).view(*self.slots.shape, -1)
+
+    def to(self, device: torch.device) -> PaddedLayout:
+        return PaddedLayout(self.slots.to(device), self.real.to(device), self.real_slots.to(device))
 
 
 @dataclass(frozen=True)
@@ -47,19 +62,17 @@ class PackedBatch:
 
     token_ids: torch.Tensor  # [tokens]
     positions: torch.Tensor  # [tokens], each token's position in its sequence
-    starts: torch.Tensor  # [sequences], each sequence's first token (packed order)
-    lengths: torch.Tensor  # [sequences], tokens per sequence (packed order)
     order: torch.Tensor  # [sequences], the input index of each packed sequence
-    groups: tuple[AttentionGroup, ...]
+    groups: tuple[PaddedLayout, ...]  # the attention's groups of similar length
+    sequences: PaddedLayout  # every sequence, padded to the longest
 
     def to(self, device: torch.device) -> PackedBatch:
         return PackedBatch(
             self.token_ids.to(device),
             self.positions.to(device),
-            self.starts.to(device),
-            self.lengths.to(device),
             self.order.to(device),
             tuple(group.to(device) for group in self.groups),
+            self.sequences.to(device),
         )
 
 
@@ -69,23 +82,16 @@ def pack(ids: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]) -> Packe
     order = [i for group in groups for i in group]
     lengths = torch.tensor([len(ids[i]) for i in order])
     starts = torch.cumsum(lengths, 0) - lengths
-    layouts = []
-    first = 0
-    for group in groups:
-        group_lengths = lengths[first : first + len(group)]
-        group_starts = starts[first : first + len(group)]
-        offsets = torch.arange(int(group_lengths.max()))
-        real = offsets[None, :] < group_lengths[:, None]
-        slots = torch.where(real, group_starts[:, None] + offsets[None, :], group_starts[0])
-        layouts.append(AttentionGroup(slots, real, real.reshape(-1).nonzero().squeeze(1)))
-        first += len(group)
+    bounds = torch.cumsum(torch.tensor([0] + [len(group) for group in groups]), 0).tolist()
     return PackedBatch(
         token_ids=torch.tensor([token for i in order for token in ids[i]], dtype=torch.long),
         positions=torch.cat([torch.arange(int(n)) for n in lengths]),
-        starts=starts,
-        lengths=lengths,
         order=torch.tensor(order, dtype=torch.long),
-        groups=tuple(layouts),
+        groups=tuple(
+            PaddedLayout.of(lengths[first:last], starts[first:last])
+            for first, last in itertools.pairwise(bounds)
+        ),
+        sequences=PaddedLayout.of(lengths, starts),
     )
 
 
@@ -136,7 +142,7 @@ def _attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    groups: tuple[AttentionGroup, ...],
+    groups: tuple[PaddedLayout, ...],
 ) -> torch.Tensor:
     """Scaled dot-product attention within each sequence, as transformers' disentangled
     self-attention computes it without relative positions; returns packed rows."""
@@ -146,18 +152,17 @@ def _attention(
     scale_factor = 1 + ("c2p" in attention.pos_att_type) + ("p2c" in attention.pos_att_type)
     packed = []
     for group in groups:
-        sequences, width = group.slots.shape
-        flat_slots = group.slots.reshape(-1)
         q, k, v = (
-            rows.index_select(0, flat_slots).view(sequences, width, heads, -1).transpose(1, 2)
+            group.lay_out(rows).unflatten(-1, (heads, -1)).transpose(1, 2)
             for rows in (query, key, value)
         )
-        # In q's precision, as transformers rounds it (sqrt(50) is 7.0625 in bf16).
-        scale = torch.tensor(math.sqrt(q.size(-1) * scale_factor), device=q.device).to(q.dtype)
+        # A CPU scalar in q's precision, as transformers rounds it (sqrt(50) is 7.0625 in
+        # bf16); on a GPU a CPU scalar costs no copy to the device.
+        scale = torch.tensor(math.sqrt(q.size(-1) * scale_factor)).to(q.dtype)
         scores = q @ (k.transpose(-1, -2) / scale)
         # Padding keys are masked out; padding queries are computed and dropped below.
         scores = scores.masked_fill(~group.real[:, None, None, :], torch.finfo(scores.dtype).min)
         weights = attention.dropout(torch.softmax(scores, dim=-1))
-        context = (weights @ v).transpose(1, 2).reshape(sequences * width, -1)
+        context = (weights @ v).transpose(1, 2).flatten(0, 1).flatten(1)
         packed.append(context.index_select(0, group.real_slots))
     return torch.cat(packed)

@@ -135,14 +135,11 @@ class PolyBertModule(nn.Module):
     ) -> torch.Tensor:
         batch = pack(ids, groups).to(device)
         hidden = packed_hidden_states(self._core(), batch)
-        if self.settings.pooling == "cls":
-            pooled = hidden[batch.starts]
-        else:
-            sequence = torch.repeat_interleave(torch.arange(len(ids), device=device), batch.lengths)
-            total = hidden.new_zeros(len(ids), hidden.size(1)).index_add(0, sequence, hidden)
-            pooled = total / batch.lengths.unsqueeze(1).to(hidden.dtype)
-        out = torch.empty_like(pooled)
-        return out.index_copy(0, batch.order, pooled)
+        # Pooled from padded rows, as from transformers' output (no scattered sums, which a
+        # GPU adds in any order).
+        layout = batch.sequences
+        pooled = _pool(layout.lay_out(hidden), layout.real, self.settings.pooling)
+        return torch.empty_like(pooled).index_copy(0, batch.order, pooled)
 
     def _core(self) -> nn.Module:
         """The transformers model inside the LoRA wrapper (whose layers carry the adapters)."""
