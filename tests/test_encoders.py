@@ -173,6 +173,22 @@ def test_polybert_packed_tokens_compute_what_transformers_computes(
         gradients.append({n: p.grad for n, p in encoder.named_parameters() if p.requires_grad})
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
     assert gradients[0].keys() == gradients[1].keys() and gradients[0]
+    # In training both passes apply every dropout of the model (the embeddings', the
+    # attention weights', the hidden states' and LoRA's).
+    applied: list[set[str]] = []
+    for encoder in (packed, padded):
+        names: set[str] = set()
+        hooks = [
+            module.register_forward_hook(lambda *_, name=name, names=names: names.add(name))
+            for name, module in encoder.named_modules()
+            if isinstance(module, torch.nn.Dropout)
+        ]
+        encoder.train()
+        encoder(batch)
+        for hook in hooks:
+            hook.remove()
+        applied.append(names)
+    assert applied[0] == applied[1] and any("lora_dropout" in n for n in applied[0])
     for name, gradient in gradients[1].items():
         # sums over tokens in another order: close to the gradient's own scale
         scale = gradient.abs().max().item()
@@ -202,3 +218,39 @@ def test_polybert_runs_transformers_forward_where_packing_cannot(polybert_folder
     encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
     assert encoder.module.packing_unsupported == "the model uses relative attention"
     assert encoder.encode(PSMILES).shape == (4, encoder.embedding_dim)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"pos_att_type": ["c2p", "p2c"]},  # scales the attention even without relative terms
+        {"type_vocab_size": 2, "embedding_size": 16},  # token types and the embedding projection
+        {"position_biased_input": False, "hidden_act": "gelu_new"},
+    ],
+)
+def test_packed_deberta_follows_the_configuration(config):
+    import torch
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    from hydraopt_plugins.encoders.packed_deberta import pack, packed_hidden_states, unsupported
+
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    model = DebertaV2Model(DebertaV2Config(vocab_size=40, num_hidden_layers=2, **sizes, **config))
+    if model.embeddings.token_type_embeddings is not None:
+        torch.nn.init.normal_(model.embeddings.token_type_embeddings.weight)
+    model.eval()
+    assert unsupported(model) is None
+    ids = [[2, 5, 9, 3], [2, 7, 3], [2, 11, 12, 13, 14, 15, 3], [2, 8, 8, 3]]
+    batch = pack(ids, [[1, 0, 3], [2]])
+    packed = packed_hidden_states(model, batch)
+    width = max(map(len, ids))
+    input_ids = torch.tensor([seq + [0] * (width - len(seq)) for seq in ids])
+    mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in ids])
+    with torch.no_grad():
+        padded = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    rows = 0
+    for sequence in batch.order.tolist():
+        length = len(ids[sequence])
+        torch.testing.assert_close(packed[rows : rows + length], padded[sequence, :length])
+        rows += length

@@ -118,7 +118,8 @@ def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     if embeddings.position_embeddings is not None and embeddings.position_biased_input:
         x = x + embeddings.position_embeddings(batch.positions)
     if embeddings.token_type_embeddings is not None:  # one segment: type 0 throughout
-        x = x + embeddings.token_type_embeddings.weight[0]
+        # Called, not read: a LoRA adapter may wrap it.
+        x = x + embeddings.token_type_embeddings(torch.zeros_like(batch.token_ids))
     if embeddings.embed_proj is not None:
         x = embeddings.embed_proj(x)
     # transformers multiplies by the padding mask here; every packed token is real.
