@@ -292,7 +292,8 @@ def part_naive(study: Study, args: argparse.Namespace, out: Path) -> dict[str, A
     folder = Path(tempfile.mkdtemp(prefix="polybert-naive-"))
     psmiles = [p.psmiles for p in study.space.polymers]
     write_untrained_polybert(folder, sorted(set(psmiles)) * 20, POLYBERT_ARCHITECTURE)
-    encoder = PolyBertEncoder(PolyBertSettings(model=str(folder)))
+    # The LoRA model that the surrogate trains (adapters in the forward pass), as it would run
+    encoder = PolyBertEncoder(PolyBertSettings(model=str(folder))).trainable_module().eval()
     network = HydraBertNetwork(HydraBertSettings(), 19, 600, {}).eval()
     designs = next(iter(candidates(study, args.naive_sample)))
     features = torch.randn(len(designs), 19)
@@ -302,7 +303,7 @@ def part_naive(study: Study, args: argparse.Namespace, out: Path) -> dict[str, A
         for begin in range(0, len(designs), 64):
             rows = slice(begin, begin + 64)
             batch = [psmiles[i] for i in designs.polymer_index[rows]]
-            embedding = encoder.module(batch)
+            embedding = encoder(batch)
             index = torch.arange(len(batch))
             network(features[rows], embedding, index, category[rows])
     per_candidate = (time.perf_counter() - start) / len(designs)

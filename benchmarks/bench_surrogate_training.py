@@ -151,9 +151,10 @@ def main() -> None:
         _switch(name, on=False)
     encoder = _encoder(folder, args.padding_waste)
     off = ", ".join(args.without) or "none"
-    tokens = [len(encoder.module.tokenizer(s)["input_ids"]) for s in distinct]
-    parameters = sum(p.numel() for p in encoder.module.parameters())
-    trainable = sum(p.numel() for p in encoder.module.parameters() if p.requires_grad)
+    module = encoder.trainable_module()  # the model that trains: the frozen one with LoRA
+    tokens = [len(module.tokenizer(s)["input_ids"]) for s in distinct]
+    parameters = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     print(f"encoder: {parameters / 1e6:.1f}M parameters, LoRA {trainable / 1e6:.2f}M trainable")
     print(
         f"polymers: {len(polymers)} ({len(distinct)} distinct PSMILES), tokens per PSMILES "
@@ -195,7 +196,7 @@ def main() -> None:
     # The floor: a forward pass costs 2 flops per weight and token, the backward pass to the
     # LoRA adapters as much again (gradients of the activations through the frozen weights).
     layer_weights = parameters - sum(
-        p.numel() for n, p in encoder.module.named_parameters() if "embeddings" in n
+        p.numel() for n, p in module.named_parameters() if "embeddings" in n
     )
     step_flops = 4 * layer_weights * sum(tokens)
     rate = _matmul_flops_per_s(sum(tokens), POLYBERT_ARCHITECTURE["hidden_size"], dtype, device)
@@ -373,9 +374,11 @@ _SWITCHED_OFF: set[str] = set()
 
 
 def _validation_seconds(surrogate, validation, settings) -> float:
+    """A validation pass as the training runs it, in its autocast dtype."""
     rows = surrogate._rows(validation)
+    dtype = autocast_dtype(surrogate.device, settings.precision)
     start = time.perf_counter()
-    evaluate_loss(surrogate._model, rows, settings, None)
+    evaluate_loss(surrogate._model, rows, settings, dtype)
     return time.perf_counter() - start
 
 

@@ -219,10 +219,12 @@ class Encoder(Protocol):
     ``fingerprint`` is a digest of everything that decides the embeddings (weights, tokenizer,
     settings): a surrogate's checkpoint records it, so one trained with another encoder is
     refused. ``encode`` gives frozen embeddings, ``float32 [len(psmiles), embedding_dim]``,
-    deterministic. ``trainable_module()`` is None for a frozen encoder; otherwise a
-    ``torch.nn.Module`` whose ``forward(psmiles: Sequence[str]) -> Tensor [n, embedding_dim]``
-    the surrogate trains with its own parameters (polyBERT's LoRA adapters), and whose
-    ``state_dict()`` holds exactly what training changes.
+    deterministic. ``trainable_module()`` is None for a frozen encoder; otherwise a new
+    ``torch.nn.Module`` on every call, whose ``forward(psmiles: Sequence[str]) -> Tensor [n,
+    embedding_dim]`` one surrogate trains with its own parameters (polyBERT's LoRA adapters,
+    initialised from torch's generator, so that a seeded training starts from the same ones),
+    and whose trainable parameters are what training changes. Each surrogate trains its own:
+    one training must neither start from nor change another's.
     """
 
     embedding_dim: int

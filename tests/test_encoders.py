@@ -65,6 +65,45 @@ def test_polybert_loads_a_local_folder_and_trains_only_lora(polybert_folder):
     assert together.shape == (5, encoder.embedding_dim)
 
 
+def test_each_polybert_training_gets_adapters_of_its_own(polybert_folder):
+    """trainable_module() is a new copy each call, its adapters drawn from torch's generator:
+    one training neither starts from nor changes another's, nor encode()'s fingerprints."""
+    import torch
+
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+
+    encoder = PolyBertEncoder(PolyBertSettings(model=str(polybert_folder)))
+    before = encoder.encode(PSMILES)
+    torch.manual_seed(5)
+    first = encoder.trainable_module()
+    torch.manual_seed(5)
+    second = encoder.trainable_module()
+    assert first is not second
+    adapters = {k: v.clone() for k, v in first.adapter_state().items()}
+    assert adapters and all(torch.equal(v, second.adapter_state()[k]) for k, v in adapters.items())
+    # a fresh adapter adds nothing (LoRA's B starts at zero): the base model's fingerprints
+    first.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(first(PSMILES).numpy(), before, atol=1e-5)
+    optimizer = torch.optim.SGD([p for p in first.parameters() if p.requires_grad], lr=1.0)
+    first.train()
+    for _ in range(2):  # B moves on the first step, A on the second
+        optimizer.zero_grad()
+        first(PSMILES).pow(2).mean().backward()
+        optimizer.step()
+    changed = first.adapter_state()
+    assert not all(torch.equal(v, adapters[k]) for k, v in changed.items())
+    assert all(torch.equal(v, second.adapter_state()[k]) for k, v in adapters.items())
+    np.testing.assert_array_equal(encoder.encode(PSMILES), before)
+    base = dict(encoder.module.named_parameters())
+    trained = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p
+        for n, p in first.named_parameters()
+        if "lora_" not in n
+    }
+    assert all(torch.equal(trained[name], p) for name, p in base.items())  # frozen stays frozen
+
+
 def test_polybert_pooling_and_fingerprint_follow_the_settings(polybert_folder):
     from hydraopt_plugins.encoders.polybert import PolyBertEncoder
 
@@ -104,6 +143,7 @@ def test_lane_dropout_keeps_each_element_with_probability_one_minus_p():
     assert abs(pairs - 0.81) < 0.004
     torch.manual_seed(0)
     assert torch.equal(keep_mask(torch.Size([400, 1000]), 0.1), mask)  # the generator's state
+    assert not torch.equal(keep_mask(torch.Size([400, 1000]), 0.1), mask)  # each mask anew
 
     dropout = LaneDropout(0.25)
     x = torch.full((50, 40), 2.0, requires_grad=True)
@@ -112,11 +152,18 @@ def test_lane_dropout_keeps_each_element_with_probability_one_minus_p():
     y.sum().backward()
     # the gradient passes the kept elements, scaled, and stops at the dropped ones
     torch.testing.assert_close(x.grad, (y > 0).float() / 0.75)
-    # in bf16 the kept elements are x / (1 - p) rounded once, not x times a rounded scale
-    values = torch.linspace(1, 2, 1000).to(torch.bfloat16)
-    half = LaneDropout(0.1)(values)
-    kept = half != 0
-    assert torch.equal(half[kept], (values[kept].float() / 0.9).to(torch.bfloat16))
+    # in bf16 and fp16 the kept elements are x / (1 - p) rounded once, not x times a rounded
+    # scale, and the gradient is the scale where kept, 0 where dropped
+    for dtype in (torch.bfloat16, torch.float16):
+        values = torch.linspace(1, 2, 4000).to(dtype).requires_grad_()
+        half = LaneDropout(0.1)(values)
+        assert half.dtype == dtype
+        kept = half != 0
+        assert abs(kept.float().mean().item() - 0.9) < 0.02
+        assert torch.equal(half[kept], (values[kept].float() / 0.9).to(dtype))
+        half.float().sum().backward()
+        scale = torch.tensor(1 / 0.9).to(dtype)
+        assert torch.equal(values.grad, torch.where(kept, scale, torch.zeros((), dtype=dtype)))
     dropout.eval()
     assert torch.equal(dropout(x), x)
 

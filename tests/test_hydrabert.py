@@ -173,14 +173,37 @@ def test_load_refuses_another_configuration_or_encoder(fitted, tmp_path):
         surrogate().load(tmp_path, morgan())
 
 
-def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(data, tmp_path):
+def polybert(folder):
+    from hydraopt_plugins.encoders import PolyBertSettings
+    from hydraopt_plugins.encoders.polybert import PolyBertEncoder
+
+    return PolyBertEncoder(PolyBertSettings(model=str(folder)))
+
+
+@pytest.fixture(scope="module")
+def polybert_folder(tmp_path_factory):
+    from hydraopt_plugins.encoders.polybert_untrained import write_untrained_polybert
+
+    psmiles = [p.psmiles for p in POLYMERS]
+    return write_untrained_polybert(tmp_path_factory.mktemp("polybert"), psmiles * 5)
+
+
+@pytest.mark.parametrize("encoder", ["morgan", "polybert"])
+def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(
+    encoder, data, tmp_path, polybert_folder
+):
+    """Also with LoRA on a polyBERT encoder, whose dropout masks come from torch's generator
+    through the checkpoint; its checkpoint holds the adapters, not the frozen encoder."""
     import torch
 
     from hydraopt_plugins.surrogates.hydrabert import training
 
+    def new_encoder():
+        return morgan() if encoder == "morgan" else polybert(polybert_folder)
+
     train, validation, test = (d.take(slice(0, 300)) for d in data)
     whole = surrogate(epochs=4)
-    whole.fit(train, validation, morgan(), tmp_path / "whole", seed=3)
+    whole.fit(train, validation, new_encoder(), tmp_path / "whole", seed=3)
 
     calls = {"n": 0}
     original = training.evaluate_loss
@@ -194,19 +217,45 @@ def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(data, tmp_pa
     training.evaluate_loss = dies_in_epoch_three
     try:
         with pytest.raises(KeyboardInterrupt):
-            surrogate(epochs=4).fit(train, validation, morgan(), tmp_path / "killed", seed=3)
+            surrogate(epochs=4).fit(train, validation, new_encoder(), tmp_path / "killed", seed=3)
     finally:
         training.evaluate_loss = original
     saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 2
+    if encoder == "polybert":
+        for state in (saved["model"], saved["best_model"]):
+            assert any("lora_A" in k for k in state) and any("network." in k for k in state)
+            assert not any("query_proj.base_layer.weight" in k for k in state)
+            assert not any("word_embeddings" in k for k in state)
     lines = []
     resumed = surrogate(epochs=4)
-    resumed.fit(train, validation, morgan(), tmp_path / "killed", seed=3, report=lines.append)
+    resumed.fit(train, validation, new_encoder(), tmp_path / "killed", seed=3, report=lines.append)
     assert lines[0].startswith("resuming after epoch 2")
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     np.testing.assert_array_equal(
         resumed.predict(test.inputs)["delta_ef_pct"], whole.predict(test.inputs)["delta_ef_pct"]
     )
+
+
+def test_surrogates_trained_with_one_polybert_encoder_keep_their_own_adapters(
+    data, tmp_path, polybert_folder
+):
+    """The train stage fits several surrogates with one encoder object (main, leave-polymer-
+    out, search trials): a later training must not change an earlier surrogate's adapters,
+    neither in its predictions nor in what it saves."""
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    encoder = polybert(polybert_folder)
+    first = surrogate(epochs=2)
+    first.fit(train, validation, encoder, tmp_path / "first", seed=1)
+    predicted = first.predict(test.inputs)["delta_ef_pct"]
+    second = surrogate(epochs=2)
+    second.fit(data[0].take(slice(300, 600)), validation, encoder, tmp_path / "second", seed=2)
+    (tmp_path / "saved").mkdir()
+    first.save(tmp_path / "saved")
+    loaded = surrogate(epochs=2)
+    loaded.load(tmp_path / "saved", encoder)
+    np.testing.assert_allclose(loaded.predict(test.inputs)["delta_ef_pct"], predicted, rtol=1e-5)
+    assert not np.allclose(second.predict(test.inputs)["delta_ef_pct"], predicted, rtol=1e-3)
 
 
 def test_a_head_needs_its_output_and_a_label_needs_both_classes(data, tmp_path):

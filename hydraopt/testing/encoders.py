@@ -80,6 +80,12 @@ def _check_trainable(encoder: Encoder, psmiles: list[str]) -> None:
     )
     trainable = [p for p in module.parameters() if p.requires_grad]
     assert trainable, "the trainable module has no parameter that requires a gradient"
+    again = encoder.trainable_module()
+    shared = {id(p) for p in trainable} & {id(p) for p in again.parameters()}
+    assert again is not module and not shared, (
+        "trainable_module() must return a new module with parameters of its own on every "
+        "call: each surrogate trains its own (one training must not change another's)"
+    )
     module.train()
     out = module(psmiles)
     assert isinstance(out, torch.Tensor) and tuple(out.shape) == (

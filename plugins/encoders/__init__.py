@@ -78,6 +78,20 @@ def make_morgan(settings: MorganSettings) -> Any:
     return MorganEncoder(settings)
 
 
+def module_fingerprints(module: Any, psmiles: Sequence[str]) -> np.ndarray:
+    """A trainable encoder module's fingerprints of ``psmiles``, ``float32 [n, dim]``, in
+    evaluation mode (no dropout) and without gradients; the module's mode is left as it was."""
+    import torch
+
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return module(psmiles).float().cpu().numpy()
+    finally:
+        module.train(was_training)
+
+
 class NoEncoder:
     """No polymer encoder: the surrogate sees only the polymer's category."""
 
@@ -102,7 +116,7 @@ def hydraopt_encoders() -> Iterator[EncoderPlugin]:
         settings=PolyBertSettings,
         description="polyBERT (DeBERTa-v2) fingerprints of the PSMILES, LoRA-tuned with the "
         "surrogate",
-        version="4",
+        version="5",
     )
     yield EncoderPlugin(
         name="morgan",

@@ -6,24 +6,31 @@ tokenizer; its authors pool the last hidden states by the mean over tokens. The 
 read from a local folder or the Hugging Face cache and never downloaded at run time.
 
 With LoRA (Hu et al. 2022) the base weights stay frozen and rank-r updates of the attention
-projections train with the surrogate. A training batch of thousands of rows holds a few dozen
-polymers, so each unique PSMILES is encoded once per batch and gathered by the caller. The
-encoder's token-wise layers run on those PSMILES' tokens laid end to end, without padding
-(packed_deberta.py), where the architecture allows it.
+projections train with the surrogate. Each surrogate trains adapters of its own
+(``trainable_module()`` is a new copy every call, its adapters initialised from torch's
+generator), so that trainings in one process, as the train stage's main surrogate,
+baselines, leave-polymer-out and search trials, neither start from nor overwrite each
+other's adapters. ``encode`` gives the base model's fingerprints. A training batch of
+thousands of rows holds a few dozen polymers, so each unique PSMILES is encoded once per
+batch and gathered by the caller. The encoder's token-wise layers run on those PSMILES'
+tokens laid end to end, without padding (packed_deberta.py), where the architecture allows
+it.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hydraopt_plugins.encoders import PolyBertSettings
+from hydraopt_plugins.encoders import PolyBertSettings, module_fingerprints
 from hydraopt_plugins.encoders.packed_deberta import pack, packed_hidden_states, unsupported
 from hydraopt_plugins.encoders.psmiles import parse_psmiles
 from hydraopt_plugins.lane_dropout import use_lane_dropout
@@ -72,15 +79,11 @@ def resolve_model_dir(model: str) -> Path:
 class PolyBertModule(nn.Module):
     """``forward(psmiles) -> [n, hidden]`` fingerprints; trains only the LoRA adapters."""
 
-    def __init__(self, folder: Path, settings: PolyBertSettings) -> None:
+    def __init__(self, tokenizer: Any, base: nn.Module, settings: PolyBertSettings) -> None:
+        """``base``: a transformers model that this module owns (LoRA wraps its layers)."""
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
         self.settings = settings
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        base = AutoModel.from_pretrained(folder, local_files_only=True)
+        self.tokenizer = tokenizer
         base.requires_grad_(False)
         self.max_tokens = int(base.config.max_position_embeddings)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
@@ -185,9 +188,19 @@ def _length_groups(lengths: Sequence[int], waste: float) -> list[list[int]]:
 
 class PolyBertEncoder:
     def __init__(self, settings: PolyBertSettings) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
         self.settings = settings
         folder = resolve_model_dir(settings.model)
-        self.module = PolyBertModule(folder, settings)
+        transformers_logging.disable_progress_bar()
+        self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self._base = AutoModel.from_pretrained(folder, local_files_only=True)
+        self._base.requires_grad_(False)
+        # The frozen base, for ``encode``: a fresh adapter adds nothing (LoRA starts at zero).
+        self.module = PolyBertModule(
+            self._tokenizer, self._base, settings.model_copy(update={"lora": False})
+        )
         self.embedding_dim = self.module.hidden_size
         digest = hashlib.sha256(settings.model_dump_json(exclude={"model"}).encode())
         for name in MODEL_FILES:
@@ -198,29 +211,24 @@ class PolyBertEncoder:
         self._frozen: dict[str, np.ndarray] = {}
 
     def encode(self, psmiles: Sequence[str]) -> np.ndarray:
-        """Fingerprints with the adapters as they are now; cached when nothing trains."""
+        """The base model's fingerprints (without adapters), computed once per PSMILES."""
         unique = list(dict.fromkeys(psmiles))
-        if self.settings.lora:
-            lookup = dict(zip(unique, self._run(unique), strict=True))
-        else:
-            missing = [s for s in unique if s not in self._frozen]
-            self._frozen.update(zip(missing, self._run(missing), strict=True))
-            lookup = self._frozen
+        missing = [s for s in unique if s not in self._frozen]
+        self._frozen.update(zip(missing, self._run(missing), strict=True))
         out = np.zeros((len(psmiles), self.embedding_dim), dtype=np.float32)
         for row, smiles in enumerate(psmiles):
-            out[row] = lookup[smiles]
+            out[row] = self._frozen[smiles]
         return out
 
     def _run(self, psmiles: list[str]) -> np.ndarray:
         if not psmiles:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            with torch.no_grad():
-                return self.module(psmiles).float().cpu().numpy()
-        finally:
-            self.module.train(was_training)
+        return module_fingerprints(self.module, psmiles)
 
     def trainable_module(self) -> PolyBertModule | None:
-        return self.module if self.settings.lora else None
+        """With LoRA, a new module for one surrogate to train: a copy of the frozen base with
+        adapters initialised from torch's generator (so that a seeded training starts from
+        the same ones); None without LoRA."""
+        if not self.settings.lora:
+            return None
+        return PolyBertModule(self._tokenizer, copy.deepcopy(self._base), self.settings)

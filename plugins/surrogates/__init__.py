@@ -193,5 +193,5 @@ def hydraopt_surrogates() -> Iterator[SurrogatePlugin]:
         settings=HydraBertSettings,
         description="HYDRA-BERT: polymer encoder + property and category encoders, fusion, "
         "multi-task heads with uncertainty",
-        version="7",
+        version="8",
     )

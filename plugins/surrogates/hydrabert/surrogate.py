@@ -31,6 +31,7 @@ from hydraopt.domain import (
     TrainingData,
 )
 from hydraopt.plugin_types import Encoder
+from hydraopt_plugins.encoders import module_fingerprints
 from hydraopt_plugins.surrogates import HydraBertSettings
 from hydraopt_plugins.surrogates.hydrabert.losses import TaskWeighting, fit_platt
 from hydraopt_plugins.surrogates.hydrabert.mc_dropout import SampledNetworks
@@ -352,12 +353,21 @@ class HydraBertSurrogate:
         assert self._encoder is not None
         missing = [s for s in dict.fromkeys(psmiles) if s not in self._embedding_cache]
         if missing:
-            self._embedding_cache.update(zip(missing, self._encoder.encode(missing), strict=True))
+            self._embedding_cache.update(zip(missing, self._encode(missing), strict=True))
         width = self._meta["embedding_dim"]
         out = np.zeros((len(psmiles), width), dtype=np.float32)
         for row, smiles in enumerate(psmiles):
             out[row] = self._embedding_cache[smiles]
         return out
+
+    def _encode(self, psmiles: list[str]) -> np.ndarray:
+        """Fingerprints from this surrogate's own trained encoder module (LoRA adapters) where
+        it has one, in evaluation mode; else the encoder's frozen ones."""
+        assert self._model is not None and self._encoder is not None
+        module = self._model.embedding.encoder
+        if module is None:
+            return self._encoder.encode(psmiles)
+        return module_fingerprints(module, psmiles)
 
     def _named(self) -> list[tuple[str, OutputSpec]]:
         return [(spec.name, spec) for spec in self.outputs]

@@ -220,7 +220,8 @@ def train(
     groups = [{"params": other, "lr": settings.learning_rate}]
     if encoder_params:
         groups.append({"params": encoder_params, "lr": settings.encoder_learning_rate})
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    # fused: one kernel over all parameters (about half the time of the per-tensor loop on CPU)
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay, fused=True)
     steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -268,7 +269,7 @@ def train(
         better = validation < state.best_loss
         if better:
             state.best_loss, state.bad_epochs = validation, 0
-            state.best_state = copy.deepcopy(model.state_dict())
+            state.best_state = copy.deepcopy(trained_state(model))
         else:
             state.bad_epochs += 1
         if rank == 0:
@@ -279,8 +280,27 @@ def train(
             f"{record['seconds']:.1f} s"
         )
     if state.best_state is not None:
-        model.load_state_dict(state.best_state)
+        load_trained_state(model, state.best_state, "the best epoch's weights")
     return state.history
+
+
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: the state without the frozen parameters (a polyBERT encoder's
+    26M base weights, read from its own files again), so that checkpoints and the best
+    epoch's copy hold a few MB instead of a hundred."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_trained_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load :func:`trained_state` (or a whole state dict) into ``model``."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - frozen:
+        raise ValueError(
+            f"{source}: do not match the network (unexpected {sorted(unexpected)[:3]}, "
+            f"missing {sorted(set(missing) - frozen)[:3]})"
+        )
 
 
 def evaluate_loss(
@@ -349,7 +369,7 @@ def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state)
         "best_loss": state.best_loss,
         "bad_epochs": state.bad_epochs,
         "history": state.history,
-        "model": model.state_dict(),
+        "model": trained_state(model),
         "best_model": state.best_state,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -372,7 +392,7 @@ def _resume(path: Path, identity: str, model, optimizer, scheduler, scaler, stat
         return False
     if payload.get("identity") != identity:
         return False
-    model.load_state_dict(payload["model"])
+    load_trained_state(model, payload["model"], str(path))
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
