@@ -207,6 +207,15 @@ def test_polybert_packed_tokens_compute_what_transformers_computes(
     packed, padded = module(True), module(False)
     assert packed.packing_unsupported is None
     assert padded.packing_unsupported == "token_packing is off"
+    # the packed pass adds each adapter inside its product with B, not through peft's forward
+    # pass; a merged adapter (or DoRA, or an adapter bias) goes through peft's
+    from hydraopt_plugins.encoders.packed_deberta import _plain_lora
+
+    wrapped = [m for n, m in packed._core().named_modules() if n.endswith("query_proj")]
+    assert wrapped and all(_plain_lora(m) is not None for m in wrapped)
+    wrapped[0].merge()
+    assert _plain_lora(wrapped[0]) is None
+    wrapped[0].unmerge()
     torch.manual_seed(0)  # adapters that change the output (LoRA starts as the identity)
     adapters = {k: 0.2 * torch.randn_like(v) for k, v in packed.adapter_state().items()}
     batch = PSMILES[::-1] + PSMILES[:2]  # out of length order, with repeats

@@ -23,6 +23,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -126,16 +127,78 @@ def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     x = embeddings.dropout(embeddings.LayerNorm(x))
     for layer in model.encoder.layer:
         attention = layer.attention.self
+        # Under autocast the layer's input (a layer norm's, so float32) is cast once for its
+        # three projections and their adapters, not once for each of the six products.
+        shared = _autocast_input(x)
         context = _attention(
             attention,
-            attention.query_proj(x),
-            attention.key_proj(x),
-            attention.value_proj(x),
+            _linear(attention.query_proj, shared),
+            _linear(attention.key_proj, shared),
+            _linear(attention.value_proj, shared),
             batch.groups,
         )
-        attended = layer.attention.output(context, x)
-        x = layer.output(layer.intermediate(attended), attended)
+        attended = _output(layer.attention.output, context, x)
+        intermediate = layer.intermediate
+        x = _output(
+            layer.output,
+            intermediate.intermediate_act_fn(_linear(intermediate.dense, attended)),
+            attended,
+        )
     return x
+
+
+def _output(block: nn.Module, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """DeBERTa-v2's self-output and output blocks: dense, dropout, then the layer norm of the
+    sum with the residual, as transformers' ``forward(hidden, residual)`` computes them."""
+    return block.LayerNorm(block.dropout(_linear(block.dense, hidden)) + residual)
+
+
+def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for a linear layer or peft's LoRA wrapper of one. An adapter's update
+    (``scaling * B(A(dropout(x)))``) is added inside its product with B (``addmm``), where
+    peft's forward pass scales B's output and adds it to the base's in two more passes over
+    the ``[tokens, out]`` matrix, forward and backward: about a tenth of the encoder's LoRA
+    step on 2 CPU cores (benchmarks/RESULTS.md). The same arithmetic, rounded once."""
+    parts = _plain_lora(module)
+    if parts is None:
+        return module(x)
+    base, adapters = parts
+    out = base(x)
+    for lora_a, lora_b, dropout, scaling in adapters:
+        out = torch.addmm(out, lora_a(dropout(x)), lora_b.weight.t(), alpha=scaling)
+    return out
+
+
+def _plain_lora(module: nn.Module) -> tuple[nn.Module, list[tuple[Any, ...]]] | None:
+    """A peft LoRA linear layer's base layer and its active adapters (A, B, dropout,
+    scaling), where they are plain LoRA: not merged, no DoRA or other variant, no bias on
+    the adapters; else None (the module's own forward pass runs)."""
+    try:
+        from peft.tuners.lora import Linear as LoraLinear
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return None
+    if not isinstance(module, LoraLinear) or module.merged or module.disable_adapters:
+        return None
+    adapters = []
+    for name in module.active_adapters:
+        if name not in module.lora_A:
+            continue
+        variant = name in getattr(module, "lora_variant", {})
+        dora = getattr(module, "use_dora", {}).get(name, False)
+        lora_a, lora_b = module.lora_A[name], module.lora_B[name]
+        if variant or dora or lora_a.bias is not None or lora_b.bias is not None:
+            return None
+        adapters.append((lora_a, lora_b, module.lora_dropout[name], module.scaling[name]))
+    return module.base_layer, adapters
+
+
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the autocast dtype of its device where autocast is on (the dtype every
+    product it enters runs in); else ``x``."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device) or not x.is_floating_point():
+        return x
+    return x.to(torch.get_autocast_dtype(device))
 
 
 def _attention(

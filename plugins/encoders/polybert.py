@@ -105,6 +105,12 @@ class PolyBertModule(nn.Module):
                     base = get_peft_model(base, config)
             except ValueError as exc:
                 raise ValueError(f"encoder.lora_targets: {exc}") from None
+            # peft casts an adapter's input to its weights' float32 before the dropout; under
+            # autocast the product casts it back, so that cast only doubled the dropout's
+            # bytes. The inputs here are float32, or autocast's dtype, which products take.
+            for layer in base.modules():
+                if hasattr(layer, "cast_input_dtype_enabled"):
+                    layer.cast_input_dtype_enabled = False
         use_lane_dropout(base)  # torch's CPU dropout masks are a third of a LoRA step
         self.model = base
         # The padding-free forward pass where the architecture allows it, else transformers'.

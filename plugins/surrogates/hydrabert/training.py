@@ -93,12 +93,14 @@ class LossModel(nn.Module):
         self.huber_beta = dict(huber_beta)
         self.pos_weight = dict(pos_weight)
 
-    def outputs(self, data: Rows, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every head's raw output for ``rows``."""
+    def outputs(
+        self, data: Rows, rows: torch.Tensor, embedded: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every head's raw output for ``rows``; ``embedded``: every polymer's embedding,
+        computed once for many calls where nothing trains, else each call embeds its own."""
         polymers, inverse = torch.unique(data.polymer[rows], return_inverse=True)
-        return self.network(
-            data.features[rows], self.embedding(polymers), inverse, data.category[rows]
-        )
+        embedding = self.embedding(polymers) if embedded is None else embedded[polymers]
+        return self.network(data.features[rows], embedding, inverse, data.category[rows])
 
     def losses(
         self,
@@ -324,10 +326,12 @@ def evaluate_loss(
     labels: dict[str, list[torch.Tensor]] = {}
     device = data.features.device
     with torch.no_grad(), _autocast(device, dtype):
+        # Every polymer once for the whole pass (an encoder pass, with LoRA), not per batch.
+        embedded = model.embedding(torch.arange(len(model.embedding.psmiles), device=device))
         for start in range(0, len(data), settings.predict_batch_size):
             rows = torch.arange(start, min(len(data), start + settings.predict_batch_size))
             rows = rows.to(device)
-            outputs = model.outputs(data, rows)
+            outputs = model.outputs(data, rows, embedded)
             losses = model.losses(data, rows, outputs, mean_only=True)
             for name, loss in losses.items():
                 valid = data.valid[name][rows]
