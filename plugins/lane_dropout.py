@@ -16,6 +16,8 @@ probability is 0.100006). On other devices torch's own masks are fast and are us
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -42,6 +44,7 @@ def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
     return torch.from_numpy(_keep(shape.numel(), p)).view(shape)
 
 
+@functools.cache
 def _one_bits(dtype: torch.dtype) -> np.int16:
     """The bit pattern of 1.0 in a 16-bit float dtype (bf16 0x3F80, fp16 0x3C00)."""
     return np.int16(torch.ones((), dtype=dtype).view(torch.int16).item())

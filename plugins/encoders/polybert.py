@@ -202,7 +202,6 @@ class PolyBertEncoder:
         transformers_logging.disable_progress_bar()
         self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self._base = AutoModel.from_pretrained(folder, local_files_only=True)
-        self._base.requires_grad_(False)
         # The frozen base, for ``encode``: a fresh adapter adds nothing (LoRA starts at zero).
         self.module = PolyBertModule(
             self._tokenizer, self._base, settings.model_copy(update={"lora": False})

@@ -290,19 +290,23 @@ def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What training changes: the state without the frozen parameters (a polyBERT encoder's
     26M base weights, read from its own files again), so that checkpoints and the best
     epoch's copy hold a few MB instead of a hundred."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = _frozen_names(model)
     return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 def load_trained_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load :func:`trained_state` (or a whole state dict) into ``model``."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - frozen:
+    lacking = set(missing) - _frozen_names(model)
+    if unexpected or lacking:
         raise ValueError(
             f"{source}: do not match the network (unexpected {sorted(unexpected)[:3]}, "
-            f"missing {sorted(set(missing) - frozen)[:3]})"
+            f"missing {sorted(lacking)[:3]})"
         )
+
+
+def _frozen_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
 
 
 def evaluate_loss(
