@@ -19,7 +19,9 @@ more training patients are worth.
         '{"name": {"heads.delta_ef_pct.heteroscedastic": false}, "baseline": {}}'
 
 Prints per variant delta-EF R², MAE and 90% coverage, stress-reduction R² and coverage,
-is_optimal AUROC and F1, and the training time.
+is_optimal AUROC and F1, how each of delta-EF and stress reduction chooses the validation
+patients' best designs (top_design_shortfall, top_percent_recall: docs/surrogate.md), and the
+training time.
 """
 
 import json
@@ -105,6 +107,9 @@ for name, changes in variants.items():
         f"{name}: dEF R2 {d['r2']:.4f} MAE {d['mae']:.4f} cov {d['interval_coverage']:.3f}; "
         f"stress R2 {s['r2']:.4f} cov {s['interval_coverage']:.3f}; "
         f"AUROC {m['is_optimal']['auroc']:.4f} F1 {m['is_optimal']['f1']:.3f}; "
+        f"top shortfall dEF {d['top_design_shortfall']:.3f} (recall "
+        f"{d['top_percent_recall']:.3f}), stress {s['top_design_shortfall']:.3f} (recall "
+        f"{s['top_percent_recall']:.3f}); "
         f"{time.perf_counter() - began:.0f} s",
         flush=True,
     )

@@ -7,7 +7,8 @@ examples/surrogate_seeds_scale.toml) and prints each target of the Stage 1 issue
 measured figure: on the test patients, delta-EF R² >= 0.97 and MAE <= 0.3 %-points,
 is_optimal AUROC >= 0.98 and F1 >= 0.90, at least gradient boosting's delta-EF R² and
 AUROC, 90% intervals holding 85-95% of the targets; leave-polymer-out, the encoder beating
-no encoder on delta-EF MAE.
+no encoder on delta-EF MAE. Then, per model, the headline metrics and how each chooses the
+test patients' best designs (top_design_shortfall, top_percent_recall: docs/surrogate.md).
 """
 
 from __future__ import annotations
@@ -88,7 +89,16 @@ def main() -> None:
                 for (mm, e, o, m), v in value.items()
                 if mm == model
                 and e == evaluation
-                and m in {"mae", "r2", "auroc", "f1", "interval_coverage"}
+                and m
+                in {
+                    "mae",
+                    "r2",
+                    "auroc",
+                    "f1",
+                    "interval_coverage",
+                    "top_design_shortfall",
+                    "top_percent_recall",
+                }
             ]
             if parts:
                 print(f"  {model} / {evaluation}: " + ", ".join(parts))

@@ -21,7 +21,9 @@ import numpy as np
 from hydraopt.domain import TrainingData
 from hydraopt.surrogate_evaluation import prediction_metrics
 
-MAXIMISED = frozenset({"r2", "auroc", "f1", "accuracy", "precision", "recall"})
+MAXIMISED = frozenset(
+    {"r2", "auroc", "f1", "accuracy", "precision", "recall", "top_percent_recall"}
+)
 
 # (settings, key of the fit, training rows, held-out rows) -> fitted surrogate
 FitFunction = Callable[[dict[str, Any], str, TrainingData, TrainingData], Any]

@@ -6,6 +6,16 @@ predictive interval (the share of targets inside mean ± z·std, z for the inter
 probability under a normal law). Classification outputs: accuracy, AUROC, F1, precision and
 recall at probability 0.5. Every metric is given over all held-out rows and per patient: the
 held-out unit is the patient, and a few patients carry most of the error.
+
+What Stage 3 asks of a surrogate is the choice of a patient's best designs, which pooled
+errors do not show: a model can fit the bulk of the designs well and flatten the few with
+the largest effects. So each scalar regression output is also judged as a search that
+maximises it would use it, per patient over that patient's held-out designs:
+``top_design_shortfall`` is the best simulated value less the simulated value of the design
+the model ranks first, and ``top_percent_recall`` the share of the patient's best 1% of
+designs (by simulation, a design tied with the last of them included) among the model's
+best 1%; over all patients, their means. (For an output a search minimises, read them for
+its negative.)
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import numpy as np
 from hydraopt.domain import OutputSpec, Predictions, TrainingData
 
 CLASSIFICATION_UNIT = "1"
+TOP_SHARE = 0.01  # the best designs' share that top_percent_recall compares
 PARITY_POINTS = 20_000  # rows drawn for a parity plot; more only hide each other
 
 
@@ -50,6 +61,32 @@ def regression_metrics(
         s = np.ravel(std)[keep]
         out["interval_coverage"] = float(np.mean(np.abs(y - m) <= z * s))
     return out
+
+
+def design_choice_metrics(
+    target: np.ndarray, mean: np.ndarray, patient_id: np.ndarray
+) -> dict[str, float]:
+    """The choice of each patient's best designs by ``mean``, judged by the simulated
+    ``target`` (module docstring); the means over patients."""
+    shortfall, recall = [], []
+    for patient in np.unique(patient_id):
+        mine = (patient_id == patient) & np.isfinite(target) & np.isfinite(mean)
+        y, m = target[mine], mean[mine]
+        if len(y) == 0:
+            continue
+        shortfall.append(float(y.max() - y[np.argmax(m)]))
+        n_top = max(1, round(TOP_SHARE * len(y)))
+        # Among the best: at least the n_top-th best simulated value, so that a design tied
+        # with the last of them counts whichever of the two a sort would put first.
+        threshold = np.partition(y, len(y) - n_top)[len(y) - n_top]
+        chosen = np.argsort(-m, kind="stable")[:n_top]
+        recall.append(float(np.mean(y[chosen] >= threshold)))
+    if not shortfall:
+        return {}
+    return {
+        "top_design_shortfall": float(np.mean(shortfall)),
+        "top_percent_recall": float(np.mean(recall)),
+    }
 
 
 def classification_metrics(target: np.ndarray, probability: np.ndarray) -> dict[str, float]:
@@ -108,6 +145,11 @@ def output_metrics(
         else:
             spread = None if std is None else std[name]
             out[name] = regression_metrics(target, predicted, spread, interval)
+            if not data.spec(name).shape:
+                patient_id = np.asarray(data.inputs.patient_id).astype(str)
+                out[name] |= design_choice_metrics(
+                    np.asarray(target, dtype=float), np.asarray(predicted, dtype=float), patient_id
+                )
     return out
 
 

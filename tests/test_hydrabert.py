@@ -571,3 +571,34 @@ def test_platt_scaling_recovers_the_slope_and_the_criterion_ignores_overconfiden
     blurred = logit + 3 * torch.randn(50_000, generator=generator)
     assert recalibrated_log_loss(blurred, label) > calibrated + 0.02
     assert fit_platt(logit, torch.zeros(50_000)) == (1.0, 0.0)  # one class: nothing to fit
+
+
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_at_beta_one_the_means_learn_as_under_the_heads_loss_whatever_their_variance(loss):
+    """beta-NLL weights each row by its predicted variance ** beta (held fixed): at beta 1 the
+    gradient on every mean is that of the head's own loss (Huber or MSE), so the rows the
+    network fits worst, the largest treatment effects, are not discounted; at beta 0.5 a row
+    with 100 times the variance pulls its mean 10 times less."""
+    import torch
+
+    from hydraopt_plugins.surrogates import HeadSettings
+    from hydraopt_plugins.surrogates.hydrabert.losses import head_loss
+
+    target = torch.tensor([0.0, 0.0, 3.0, 3.0])
+    log_var = torch.log(torch.tensor([0.01, 1.0, 0.01, 1.0]))
+    valid = torch.ones(4, dtype=torch.bool)
+
+    def mean_gradient(beta: float, heteroscedastic: bool) -> torch.Tensor:
+        mean = torch.tensor([0.5, 0.5, 1.0, 1.0], requires_grad=True)
+        head = HeadSettings(loss=loss, nll_beta=beta, heteroscedastic=heteroscedastic)
+        output = torch.stack([mean, log_var], -1) if heteroscedastic else mean
+        head_loss(head, output, target, valid, huber_beta=1.0, pos_weight=1.0).backward()
+        return mean.grad
+
+    plain = mean_gradient(1.0, heteroscedastic=False)  # the loss of the means alone
+    scale = 1.0 if loss == "huber" else 0.5  # smooth L1 is rho / beta; MSE is 2 rho
+    torch.testing.assert_close(mean_gradient(1.0, heteroscedastic=True), scale * plain)
+    half = mean_gradient(0.5, heteroscedastic=True)
+    torch.testing.assert_close(half[1] / half[0], plain[1] / plain[0] / 10)
+    torch.testing.assert_close(half[3] / half[2], plain[3] / plain[2] / 10)
+    assert HeadSettings().nll_beta == 1.0

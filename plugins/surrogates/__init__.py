@@ -40,11 +40,14 @@ class HeadSettings(PluginSettings):
         "and train on the Gaussian negative log-likelihood (Huber-tailed with loss='huber').",
     )
     nll_beta: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=1,
-        description="beta of the beta-NLL (Seitzer et al. 2022) of a heteroscedastic head: 0 "
-        "is the plain NLL, 0.5 their recommendation, 1 fits the means as MSE does.",
+        description="beta of the beta-NLL (Seitzer et al. 2022) of a heteroscedastic head: 1 "
+        "fits the means as the head's loss does and the variance beside them; below 1 a row "
+        "weighs less the larger its predicted variance (0: the plain NLL). Below 1 the "
+        "largest treatment effects, which a network fits worst, were capped "
+        "(docs/surrogate.md).",
     )
 
     @model_validator(mode="after")
@@ -193,5 +196,5 @@ def hydraopt_surrogates() -> Iterator[SurrogatePlugin]:
         settings=HydraBertSettings,
         description="HYDRA-BERT: polymer encoder + property and category encoders, fusion, "
         "multi-task heads with uncertainty",
-        version="8",
+        version="9",
     )

@@ -6,7 +6,9 @@
   r^2 / 2 within beta and linear beyond, so outliers pull as in the seeds' Huber loss. Plain
   NLL lets a head explain hard rows away as noise and fit the means poorly; beta-NLL (Seitzer
   et al. 2022) weights each row by its variance to the power beta, held fixed in the
-  gradient (beta 0: plain NLL; beta 1: the means learn as under MSE).
+  gradient (beta 0: plain NLL; beta 1, the default: the means learn as under the head's own
+  loss, which on deterministic simulations keeps the largest effects from being discounted
+  as noise: docs/surrogate.md).
 * Classification heads: cross-entropy with the positive weight of the training split, or
   focal loss (Lin et al. 2017, gamma 2), which down-weights rows already classified well.
 * Combination (Kendall, Gal & Cipolla 2018): each task's loss L enters as
