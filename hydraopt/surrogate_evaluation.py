@@ -12,10 +12,10 @@ errors do not show: a model can fit the bulk of the designs well and flatten the
 the largest effects. So each scalar regression output is also judged as a search that
 maximises it would use it, per patient over that patient's held-out designs:
 ``top_design_shortfall`` is the best simulated value less the simulated value of the design
-the model ranks first, and ``top_percent_recall`` the share of the patient's best 1% of
-designs (by simulation, a design tied with the last of them included) among the model's
-best 1%; over all patients, their means. (For an output a search minimises, read them for
-its negative.)
+the model ranks first, and ``top_percent_recall`` the share of the model's best 1% of
+designs that are among the patient's best 1% by simulation (a design tied with the last of
+those counts); over all patients, their means. (For an output a search minimises, read them
+for its negative.)
 """
 
 from __future__ import annotations
