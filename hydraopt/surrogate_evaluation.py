@@ -136,6 +136,7 @@ def output_metrics(
     """Metrics of each output in ``mean`` (row-aligned with ``data``) that ``data`` has targets
     for; ``std`` (None for a model without uncertainty) gives the interval coverage."""
     out = {}
+    patient_id = np.asarray(data.inputs.patient_id).astype(str)
     for name, predicted in mean.items():
         if name not in data.targets:
             continue
@@ -146,7 +147,6 @@ def output_metrics(
             spread = None if std is None else std[name]
             out[name] = regression_metrics(target, predicted, spread, interval)
             if not data.spec(name).shape:
-                patient_id = np.asarray(data.inputs.patient_id).astype(str)
                 out[name] |= design_choice_metrics(
                     np.asarray(target, dtype=float), np.asarray(predicted, dtype=float), patient_id
                 )
