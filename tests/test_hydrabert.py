@@ -168,6 +168,17 @@ def test_load_refuses_another_configuration_or_encoder(fitted, tmp_path):
         surrogate().load(tmp_path, MorganEncoder(MorganSettings(fp_size=512)))
     with pytest.raises(ValueError, match="another polymer encoder"):
         surrogate().load(tmp_path, NoEncoder(None))
+    # A surrogate saved before a setting existed loads: the setting takes its default.
+    meta = json.loads((tmp_path / "surrogate.json").read_text())
+    del meta["settings"]["weight_average_epochs"]
+    (tmp_path / "surrogate.json").write_text(json.dumps(meta))
+    surrogate().load(tmp_path, morgan())
+    with pytest.raises(ValueError, match="saved with other surrogate settings"):
+        surrogate(weight_average_epochs=1.0).load(tmp_path, morgan())
+    meta["settings"]["a_setting_no_version_has"] = 1
+    (tmp_path / "surrogate.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="saved with other surrogate settings"):
+        surrogate().load(tmp_path, morgan())
     (tmp_path / "surrogate.json").write_text('{"format": "someone-else/3"}')
     with pytest.raises(ValueError, match="format 'someone-else/3'"):
         surrogate().load(tmp_path, morgan())
@@ -602,3 +613,83 @@ def test_at_beta_one_the_means_learn_as_under_the_heads_loss_whatever_their_vari
     torch.testing.assert_close(half[1] / half[0], plain[1] / plain[0] / 10)
     torch.testing.assert_close(half[3] / half[2], plain[3] / plain[2] / 10)
     assert HeadSettings().nll_beta == 1.0
+
+
+def test_the_weight_average_is_the_mean_of_the_first_steps_then_an_exponential_one():
+    """Over the first steps the average is their plain mean (the random initial weights are
+    not carried), then each step moves it by 1/horizon; the model holds the average only
+    inside ``swapped_in``, and the state round-trips."""
+    import torch
+
+    from hydraopt_plugins.surrogates.hydrabert.weight_average import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    model.bias.requires_grad_(False)  # frozen: never averaged
+    average = WeightAverage(model, horizon_steps=3)
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        average.update()
+    # steps 1-3: the mean of 1, 2, 3 = 2; then 2 + (4 - 2) / 3, and that + (5 - it) / 3
+    expected = 2.0 + (4.0 - 2.0) / 3
+    expected += (5.0 - expected) / 3
+    torch.testing.assert_close(average.averaged[0], torch.full((1, 2), expected))
+    assert len(average.averaged) == 1
+    with average.swapped_in():
+        torch.testing.assert_close(model.weight.detach(), torch.full((1, 2), expected))
+    assert torch.equal(model.weight.detach(), torch.full((1, 2), 5.0))
+    other = WeightAverage(model, horizon_steps=3)
+    other.load_state_dict(average.state_dict())
+    assert torch.equal(other.averaged[0], average.averaged[0]) and other.updates == 5
+    with pytest.raises(ValueError, match="at least one"):
+        WeightAverage(model, horizon_steps=0.5)
+
+
+def test_with_a_weight_average_the_average_is_kept_and_a_killed_training_resumes_alike(
+    data, tmp_path
+):
+    import torch
+
+    from hydraopt_plugins.surrogates.hydrabert import training
+
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    plain = surrogate(epochs=4)
+    plain.fit(train, validation, morgan(), tmp_path / "plain", seed=3)
+    whole = surrogate(epochs=4, weight_average_epochs=1.0)
+    whole.fit(train, validation, morgan(), tmp_path / "whole", seed=3)
+    # the same steps, the same training losses; what is judged and kept is the average
+    assert [h["train_loss"] for h in whole.history] == [h["train_loss"] for h in plain.history]
+    assert [h["validation_loss"] for h in whole.history] != [
+        h["validation_loss"] for h in plain.history
+    ]
+    assert not np.allclose(
+        whole.predict(test.inputs)["delta_ef_pct"], plain.predict(test.inputs)["delta_ef_pct"]
+    )
+
+    original = training.evaluate_loss
+    calls = {"n": 0}
+
+    def dies_in_epoch_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    training.evaluate_loss = dies_in_epoch_three
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            surrogate(epochs=4, weight_average_epochs=1.0).fit(
+                train, validation, morgan(), tmp_path / "killed", seed=3
+            )
+    finally:
+        training.evaluate_loss = original
+    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 2 and saved["weight_average"]["updates"] > 0
+    resumed = surrogate(epochs=4, weight_average_epochs=1.0)
+    resumed.fit(train, validation, morgan(), tmp_path / "killed", seed=3)
+    assert [h["validation_loss"] for h in resumed.history] == [
+        h["validation_loss"] for h in whole.history
+    ]
+    np.testing.assert_array_equal(
+        resumed.predict(test.inputs)["delta_ef_pct"], whole.predict(test.inputs)["delta_ef_pct"]
+    )

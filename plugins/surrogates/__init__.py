@@ -145,6 +145,14 @@ class HydraBertSettings(PluginSettings):
         1.0, ge=0, description="Linear warm-up length, then cosine decay to zero."
     )
     gradient_clip: float = Field(1.0, gt=0, description="Largest gradient norm.")
+    weight_average_epochs: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Keep an exponential moving average of the weights over about this many epochs, "
+            "and judge, choose and save the average instead of the last weights (0: off)."
+        ),
+    )
     patience: int = Field(
         3, ge=1, description="Stop after this many epochs without a better validation loss."
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from hydraopt.domain import (
@@ -284,9 +285,8 @@ class HydraBertSurrogate:
             raise ValueError(f"{path}: not a saved hydrabert surrogate ({exc})") from None
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        trained = {k: v for k, v in meta["settings"].items() if k not in INFERENCE_SETTINGS}
         mine = self.settings.model_dump(mode="json", exclude=set(INFERENCE_SETTINGS))
-        if trained != mine:
+        if _trained_settings(meta["settings"]) != mine:
             raise ValueError(
                 f"{path}: saved with other surrogate settings than this pipeline's "
                 "(retrain, or configure the surrogate as it was trained)"
@@ -420,6 +420,17 @@ class HydraBertSurrogate:
             return None
         ranges = {name: (low, high) for name, (low, high) in domain["feature_ranges"].items()}
         return SurrogateDomain(frozenset(domain["psmiles"]), ranges)
+
+
+def _trained_settings(saved: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The settings a surrogate was trained with, as this version reads them: a setting
+    added since, which is absent, takes its default (which trains as before it existed).
+    None if this version cannot read them."""
+    try:
+        settings = HydraBertSettings.model_validate_json(json.dumps(saved))
+    except ValidationError:
+        return None
+    return settings.model_dump(mode="json", exclude=set(INFERENCE_SETTINGS))
 
 
 def _domain_json(domain: SurrogateDomain) -> dict[str, Any]:

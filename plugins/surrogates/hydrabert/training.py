@@ -26,6 +26,7 @@ from hydraopt_plugins.surrogates.hydrabert.losses import (
     head_loss,
     recalibrated_log_loss,
 )
+from hydraopt_plugins.surrogates.hydrabert.weight_average import WeightAverage
 
 CHECKPOINT = "checkpoint.pt"
 TORCH_SEED_RANGE = 2**32  # seeds beyond it overflow torch's per-epoch generator seeds
@@ -234,8 +235,11 @@ def train(
     dtype = autocast_dtype(device, settings.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = _Progress(history=[], best_loss=math.inf, best_state=None, bad_epochs=0, epoch=0)
+    average = None
+    if settings.weight_average_epochs > 0:
+        average = WeightAverage(model, max(1.0, settings.weight_average_epochs * steps_per_epoch))
     checkpoint = workdir / CHECKPOINT
-    resumed = _resume(checkpoint, identity, model, optimizer, scheduler, scaler, state)
+    resumed = _resume(checkpoint, identity, model, optimizer, scheduler, scaler, state, average)
     if resumed:
         report(f"resuming after epoch {state.epoch} (from {checkpoint})")
     else:
@@ -255,9 +259,16 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if average is not None:
+                average.update()
             totals += float(total.detach()) * len(rows)
             count += len(rows)
-        validation, per_task = evaluate_loss(model, validation_rows, settings, dtype)
+        # With a weight average the average is what is judged, chosen and kept.
+        with average.swapped_in() if average is not None else contextlib.nullcontext():
+            validation, per_task = evaluate_loss(model, validation_rows, settings, dtype)
+            better = validation < state.best_loss
+            if better:
+                state.best_state = copy.deepcopy(trained_state(model))
         state.epoch += 1
         record = {
             "epoch": state.epoch,
@@ -268,14 +279,12 @@ def train(
             "seconds": time.perf_counter() - started,
         }
         state.history.append(record)
-        better = validation < state.best_loss
         if better:
             state.best_loss, state.bad_epochs = validation, 0
-            state.best_state = copy.deepcopy(trained_state(model))
         else:
             state.bad_epochs += 1
         if rank == 0:
-            _save(checkpoint, identity, model, optimizer, scheduler, scaler, state)
+            _save(checkpoint, identity, model, optimizer, scheduler, scaler, state, average)
         report(
             f"epoch {state.epoch}/{settings.epochs}: train loss {record['train_loss']:.4f}, "
             f"validation loss {validation:.4f}{' (best)' if better else ''}, "
@@ -369,7 +378,7 @@ class _Progress:
     epoch: int
 
 
-def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state) -> None:
+def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state, average) -> None:
     device = next(model.parameters()).device
     payload = {
         "identity": identity,
@@ -382,6 +391,7 @@ def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state)
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
+        **({"weight_average": average.state_dict()} if average is not None else {}),
         "torch_rng": torch.get_rng_state(),
         # On a GPU the dropout masks come from the device's own generator.
         **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
@@ -390,7 +400,7 @@ def _save(path: Path, identity: str, model, optimizer, scheduler, scaler, state)
         torch.save(payload, temporary)
 
 
-def _resume(path: Path, identity: str, model, optimizer, scheduler, scaler, state) -> bool:
+def _resume(path: Path, identity: str, model, optimizer, scheduler, scaler, state, average) -> bool:
     """Load the last finished epoch if ``path`` holds one of this very training."""
     if not path.is_file():
         return False
@@ -404,6 +414,8 @@ def _resume(path: Path, identity: str, model, optimizer, scheduler, scaler, stat
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
+    if average is not None:
+        average.load_state_dict(payload["weight_average"])
     torch.set_rng_state(payload["torch_rng"])
     device = next(model.parameters()).device
     if device.type == "cuda" and "cuda_rng" in payload:
