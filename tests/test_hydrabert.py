@@ -199,22 +199,10 @@ def polybert_folder(tmp_path_factory):
     return write_untrained_polybert(tmp_path_factory.mktemp("polybert"), psmiles * 5)
 
 
-@pytest.mark.parametrize("encoder", ["morgan", "polybert"])
-def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(
-    encoder, data, tmp_path, polybert_folder
-):
-    """Also with LoRA on a polyBERT encoder, whose dropout masks come from torch's generator
-    through the checkpoint; its checkpoint holds the adapters, not the frozen encoder."""
-    import torch
-
+def fit_killed_in_epoch_three(model, train, validation, encoder, workdir) -> None:
+    """Fit ``model`` (seed 3) and stop it in its third epoch's validation pass, as a kill
+    would: its checkpoint then holds two finished epochs."""
     from hydraopt_plugins.surrogates.hydrabert import training
-
-    def new_encoder():
-        return morgan() if encoder == "morgan" else polybert(polybert_folder)
-
-    train, validation, test = (d.take(slice(0, 300)) for d in data)
-    whole = surrogate(epochs=4)
-    whole.fit(train, validation, new_encoder(), tmp_path / "whole", seed=3)
 
     calls = {"n": 0}
     original = training.evaluate_loss
@@ -228,9 +216,29 @@ def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(
     training.evaluate_loss = dies_in_epoch_three
     try:
         with pytest.raises(KeyboardInterrupt):
-            surrogate(epochs=4).fit(train, validation, new_encoder(), tmp_path / "killed", seed=3)
+            model.fit(train, validation, encoder, workdir, seed=3)
     finally:
         training.evaluate_loss = original
+
+
+@pytest.mark.parametrize("encoder", ["morgan", "polybert"])
+def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(
+    encoder, data, tmp_path, polybert_folder
+):
+    """Also with LoRA on a polyBERT encoder, whose dropout masks come from torch's generator
+    through the checkpoint; its checkpoint holds the adapters, not the frozen encoder."""
+    import torch
+
+    def new_encoder():
+        return morgan() if encoder == "morgan" else polybert(polybert_folder)
+
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    whole = surrogate(epochs=4)
+    whole.fit(train, validation, new_encoder(), tmp_path / "whole", seed=3)
+
+    fit_killed_in_epoch_three(
+        surrogate(epochs=4), train, validation, new_encoder(), tmp_path / "killed"
+    )
     saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 2
     if encoder == "polybert":
@@ -650,8 +658,6 @@ def test_with_a_weight_average_the_average_is_kept_and_a_killed_training_resumes
 ):
     import torch
 
-    from hydraopt_plugins.surrogates.hydrabert import training
-
     train, validation, test = (d.take(slice(0, 300)) for d in data)
     plain = surrogate(epochs=4)
     plain.fit(train, validation, morgan(), tmp_path / "plain", seed=3)
@@ -666,23 +672,13 @@ def test_with_a_weight_average_the_average_is_kept_and_a_killed_training_resumes
         whole.predict(test.inputs)["delta_ef_pct"], plain.predict(test.inputs)["delta_ef_pct"]
     )
 
-    original = training.evaluate_loss
-    calls = {"n": 0}
-
-    def dies_in_epoch_three(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    training.evaluate_loss = dies_in_epoch_three
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            surrogate(epochs=4, weight_average_epochs=1.0).fit(
-                train, validation, morgan(), tmp_path / "killed", seed=3
-            )
-    finally:
-        training.evaluate_loss = original
+    fit_killed_in_epoch_three(
+        surrogate(epochs=4, weight_average_epochs=1.0),
+        train,
+        validation,
+        morgan(),
+        tmp_path / "killed",
+    )
     saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 2 and saved["weight_average"]["updates"] > 0
     resumed = surrogate(epochs=4, weight_average_epochs=1.0)

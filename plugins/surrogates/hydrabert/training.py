@@ -1,5 +1,6 @@
-"""The training loop: AdamW, linear warm-up then cosine decay, gradient clipping, early
-stopping on the validation loss, mixed precision where the hardware has it, a checkpoint after
+"""The training loop: AdamW, linear warm-up then cosine decay, gradient clipping, optionally
+a moving average of the weights (judged and kept in their place), early stopping on the
+validation loss, mixed precision where the hardware has it, a checkpoint after
 every epoch (a killed training resumes from its last finished epoch and ends as an
 uninterrupted one would), and data-parallel training when started under ``torchrun``.
 """
