@@ -326,17 +326,26 @@ def test_no_encoder_the_fusion_transformer_and_task_attention_train_too(data, tm
         settings(pooling="task-attention")
 
 
-def test_two_processes_train_data_parallel_as_one_does(data, tmp_path):
+@pytest.mark.parametrize("weight_average_epochs", [0.0, 1.0])
+def test_two_processes_train_data_parallel_as_one_does(data, tmp_path, weight_average_epochs):
     """torchrun with two CPU processes (gloo): each takes half of every batch and the
     gradients are averaged, which without dropout is the one-process gradient (in fp32: bf16
-    autocast rounds the two halves' products differently from the whole batch's)."""
+    autocast rounds the two halves' products differently from the whole batch's). With a
+    weight average, every process averages the same weights."""
     from hydraopt.distributed_training import default_launcher, fit_in_processes
     from hydraopt.registry import PluginRegistry
 
     train, validation, test = (d.take(slice(0, 256)) for d in data)
     registry = PluginRegistry.discover()
     # device "cpu": two CPU processes also where the machine has a GPU
-    changes = {"epochs": 3, "dropout": 0.0, "batch_size": 64, "precision": "fp32", "device": "cpu"}
+    changes = {
+        "epochs": 3,
+        "dropout": 0.0,
+        "batch_size": 64,
+        "precision": "fp32",
+        "device": "cpu",
+        "weight_average_epochs": weight_average_epochs,
+    }
     surrogate_handle = registry.handle("surrogate", "hydrabert", settings(**changes))
     encoder_handle = registry.handle("encoder", "morgan", MorganSettings(fp_size=256))
     lines = []
