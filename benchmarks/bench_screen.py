@@ -142,8 +142,10 @@ def matmul_rate(dtype: torch.dtype) -> float:
 
 
 def network_flop_per_candidate(study: Study, streamed: set[str]) -> float:
-    """Multiply-adds x 2 of the linear layers one candidate runs through (the folded fusion)."""
-    network = study.surrogate._model.network
+    """Multiply-adds x 2 of the linear layers one candidate runs through (the folded fusion),
+    in every member of an ensemble."""
+    members = study.surrogate._members
+    network = members[0].network
     per_row = sum(
         m.weight.numel() for m in network.properties.modules() if isinstance(m, torch.nn.Linear)
     )
@@ -160,7 +162,7 @@ def network_flop_per_candidate(study: Study, streamed: set[str]) -> float:
             for m in network.heads[name].modules()
             if isinstance(m, torch.nn.Linear)
         )
-    return 2.0 * per_row
+    return 2.0 * per_row * len(members)
 
 
 class TopByReward:

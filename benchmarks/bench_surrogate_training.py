@@ -375,10 +375,10 @@ _SWITCHED_OFF: set[str] = set()
 
 def _validation_seconds(surrogate, validation, settings) -> float:
     """A validation pass as the training runs it, in its autocast dtype."""
-    rows = surrogate._rows(validation)
+    rows = surrogate._rows(validation, surrogate._members[0].embedding.psmiles)
     dtype = autocast_dtype(surrogate.device, settings.precision)
     start = time.perf_counter()
-    evaluate_loss(surrogate._model, rows, settings, dtype)
+    evaluate_loss(surrogate._members[0], rows, settings, dtype)
     return time.perf_counter() - start
 
 

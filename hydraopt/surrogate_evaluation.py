@@ -232,6 +232,20 @@ def metric_rows(
     ]
 
 
+def training_curves(
+    histories: Mapping[str, list[dict[str, Any]]],
+) -> dict[str, list[dict[str, Any]]]:
+    """One curve per model, and per member of an ensemble (whose records name their
+    ``member``): its label and its epochs' records."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for name, history in histories.items():
+        for record in history:
+            member = record.get("member")
+            label = name if member is None else f"{name}, member {member}"
+            curves.setdefault(label, []).append(record)
+    return curves
+
+
 def plot_training_curves(histories: Mapping[str, list[dict[str, Any]]], path: Path) -> None:
     """Training objective and validation criterion per epoch, side by side: they are
     different quantities (a likelihood; the loss of the means)."""
@@ -241,10 +255,10 @@ def plot_training_curves(histories: Mapping[str, list[dict[str, Any]]], path: Pa
     import matplotlib.pyplot as plt
 
     figure, (train_axis, validation_axis) = plt.subplots(1, 2, figsize=(9, 3.8))
-    for name, history in histories.items():
-        epochs = [h["epoch"] for h in history]
-        train_axis.plot(epochs, [h["train_loss"] for h in history], label=name)
-        validation_axis.plot(epochs, [h["validation_loss"] for h in history], label=name)
+    for label, records in training_curves(histories).items():
+        epochs = [h["epoch"] for h in records]
+        train_axis.plot(epochs, [h["train_loss"] for h in records], label=label)
+        validation_axis.plot(epochs, [h["validation_loss"] for h in records], label=label)
     train_axis.set_title("training objective", fontsize=9)
     validation_axis.set_title("validation patients: loss of the means", fontsize=9)
     for axis in (train_axis, validation_axis):

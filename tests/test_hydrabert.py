@@ -199,21 +199,22 @@ def polybert_folder(tmp_path_factory):
     return write_untrained_polybert(tmp_path_factory.mktemp("polybert"), psmiles * 5)
 
 
-def fit_killed_in_epoch_three(model, train, validation, encoder, workdir) -> None:
-    """Fit ``model`` (seed 3) and stop it in its third epoch's validation pass, as a kill
-    would: its checkpoint then holds two finished epochs."""
+def fit_killed(model, train, validation, encoder, workdir, in_validation_pass=3) -> None:
+    """Fit ``model`` (seed 3) and stop it in its ``in_validation_pass``-th validation pass of
+    all, as a kill would: by default in its third epoch, so that its checkpoint holds two
+    finished epochs."""
     from hydraopt_plugins.surrogates.hydrabert import training
 
     calls = {"n": 0}
     original = training.evaluate_loss
 
-    def dies_in_epoch_three(*args, **kwargs):
+    def dies(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == in_validation_pass:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    training.evaluate_loss = dies_in_epoch_three
+    training.evaluate_loss = dies
     try:
         with pytest.raises(KeyboardInterrupt):
             model.fit(train, validation, encoder, workdir, seed=3)
@@ -236,9 +237,7 @@ def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(
     whole = surrogate(epochs=4)
     whole.fit(train, validation, new_encoder(), tmp_path / "whole", seed=3)
 
-    fit_killed_in_epoch_three(
-        surrogate(epochs=4), train, validation, new_encoder(), tmp_path / "killed"
-    )
+    fit_killed(surrogate(epochs=4), train, validation, new_encoder(), tmp_path / "killed")
     saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 2
     if encoder == "polybert":
@@ -316,7 +315,9 @@ def test_no_encoder_the_fusion_transformer_and_task_attention_train_too(data, tm
         model.fit(train, validation, encoder, tmp_path / str(id(model)), seed=1)
         # every dropout of the network (the transformer's too) draws its masks from lanes,
         # and MC dropout still samples through each of them
-        dropouts = [m for m in model._model.network.modules() if isinstance(m, torch.nn.Dropout)]
+        dropouts = [
+            m for m in model._members[0].network.modules() if isinstance(m, torch.nn.Dropout)
+        ]
         assert dropouts and all(type(m) is LaneDropout for m in dropouts)
         predicted = model.predict(test.inputs)
         assert np.all(np.isfinite(predicted["delta_ef_pct"]))
@@ -431,7 +432,7 @@ def test_on_a_gpu_mixed_precision_learns_and_the_saved_surrogate_predicts_alike_
     train, validation, test = data
     model = surrogate(precision=precision, device="cuda")
     model.fit(train, validation, morgan(), tmp_path / "fit", seed=7)
-    assert all(p.device.type == "cuda" for p in model._model.parameters())
+    assert all(p.device.type == "cuda" for p in model._members[0].parameters())
     scaler = torch.load(tmp_path / "fit" / "checkpoint.pt", weights_only=True)["scaler"]
     assert bool(scaler) == (precision == "fp16")  # the scaler runs for fp16 alone
     predicted = model.predict(test.inputs)
@@ -528,7 +529,7 @@ def test_a_periodic_embedding_trains_saves_and_scores_as_predict_does(columns, d
     kwargs = {"feature_embedding": "periodic", "periodic_features": columns}
     model = surrogate(epochs=2, precision="fp32", mc_samples=1, **kwargs)
     model.fit(train, validation, morgan(), tmp_path / "fit", seed=3)
-    embedding = model._model.network.numeric_embedding
+    embedding = model._members[0].network.numeric_embedding
     assert embedding.columns.tolist() == (
         [11, 12, 13, 14] if columns == "design" else list(range(15))
     )
@@ -539,7 +540,7 @@ def test_a_periodic_embedding_trains_saves_and_scores_as_predict_does(columns, d
     model.save(tmp_path / "saved")
     loaded = surrogate(epochs=2, precision="fp32", mc_samples=1, **kwargs)
     loaded.load(tmp_path / "saved", morgan())
-    saved_range = loaded._model.network.numeric_embedding
+    saved_range = loaded._members[0].network.numeric_embedding
     torch.testing.assert_close(saved_range.low.cpu(), embedding.low.cpu())
     torch.testing.assert_close(saved_range.high.cpu(), embedding.high.cpu())
     predicted = model.predict(test.inputs)["delta_ef_pct"]
@@ -681,7 +682,7 @@ def test_with_a_weight_average_the_average_is_kept_and_a_killed_training_resumes
         whole.predict(test.inputs)["delta_ef_pct"], plain.predict(test.inputs)["delta_ef_pct"]
     )
 
-    fit_killed_in_epoch_three(
+    fit_killed(
         surrogate(epochs=4, weight_average_epochs=1.0),
         train,
         validation,
@@ -698,3 +699,83 @@ def test_with_a_weight_average_the_average_is_kept_and_a_killed_training_resumes
     np.testing.assert_array_equal(
         resumed.predict(test.inputs)["delta_ef_pct"], whole.predict(test.inputs)["delta_ef_pct"]
     )
+
+
+def test_an_ensemble_pools_members_trained_from_their_own_seeds_and_resumes_member_by_member(
+    data, tmp_path
+):
+    """A deep ensemble: member k trains as a lone surrogate with seed + k does, the means
+    average, the variances mix (the members' mean variance plus the variance of their
+    means), and a kill in the second member's training loses only its unfinished epoch."""
+    import torch
+
+    train, validation, test = (d.take(slice(0, 300)) for d in data)
+    kwargs = {"epochs": 3, "mc_samples": 1, "precision": "fp32"}
+    alone = []
+    for seed in (3, 4):
+        model = surrogate(**kwargs)
+        model.fit(train, validation, morgan(), tmp_path / f"alone-{seed}", seed=seed)
+        alone.append(model)
+    lines: list[str] = []
+    ensemble = surrogate(ensemble_members=2, **kwargs)
+    # The first member's folder holds the lone seed-3 training: an ensemble grows from it.
+    ensemble.fit(train, validation, morgan(), tmp_path / "alone-3", seed=3, report=lines.append)
+    assert lines[0] == "member 1/2: resuming after epoch 3 (from {})".format(
+        tmp_path / "alone-3" / "checkpoint.pt"
+    )
+    assert [h["member"] for h in ensemble.history] == [1, 1, 1, 2, 2, 2]
+    for member, model in enumerate(alone, start=1):
+        mine = [h for h in ensemble.history if h["member"] == member]
+        assert [h["train_loss"] for h in mine] == [h["train_loss"] for h in model.history]
+
+    name = "delta_ef_pct"
+    pooled = ensemble.predict(test.inputs)
+    means = [model.predict(test.inputs)[name] for model in alone]
+    np.testing.assert_allclose(pooled[name], np.mean(means, axis=0), rtol=1e-5, atol=1e-6)
+    # each member's own spread, before its calibration factor
+    own = [m.predict(test.inputs).std[name] / m._meta["std_scale"][name] for m in alone]
+    mixed = np.sqrt(((means[0] - means[1]) / 2) ** 2 + (own[0] ** 2 + own[1] ** 2) / 2)
+    np.testing.assert_allclose(
+        pooled.std[name], mixed * ensemble._meta["std_scale"][name], rtol=1e-4
+    )
+    assert np.all(np.abs(means[0] - means[1]) > 0)
+
+    scored = ensemble.tensor_scorer(POLYMERS)(
+        torch.as_tensor(test.inputs.features, dtype=torch.float32),
+        torch.as_tensor(test.inputs.polymer_index),
+    )
+    for output in (name, "is_optimal", "bz_stress_reduction_pct"):
+        np.testing.assert_allclose(scored[output][0].numpy(), pooled[output], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            scored[output][1].numpy(), pooled.std[output], rtol=1e-4, atol=1e-5
+        )
+
+    (tmp_path / "saved").mkdir()
+    ensemble.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model-2.safetensors").is_file()
+    loaded = surrogate(ensemble_members=2, **kwargs)
+    loaded.load(tmp_path / "saved", morgan())
+    np.testing.assert_array_equal(loaded.predict(test.inputs)[name], pooled[name])
+    with pytest.raises(ValueError, match="saved with other surrogate settings"):
+        surrogate(**kwargs).load(tmp_path / "saved", morgan())
+    (tmp_path / "saved" / "model-2.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"model-2\.safetensors: cannot read"):
+        surrogate(ensemble_members=2, **kwargs).load(tmp_path / "saved", morgan())
+
+    # Killed in the second member's second epoch (the fifth validation pass of all).
+    fit_killed(
+        surrogate(ensemble_members=2, **kwargs),
+        train,
+        validation,
+        morgan(),
+        tmp_path / "killed",
+        in_validation_pass=5,
+    )
+    checkpoint = tmp_path / "killed" / "member-2" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    lines = []
+    resumed = surrogate(ensemble_members=2, **kwargs)
+    resumed.fit(train, validation, morgan(), tmp_path / "killed", seed=3, report=lines.append)
+    assert lines[0].startswith("member 1/2: resuming after epoch 3")
+    assert any(line.startswith("member 2/2: resuming after epoch 1") for line in lines)
+    np.testing.assert_array_equal(resumed.predict(test.inputs)[name], pooled[name])

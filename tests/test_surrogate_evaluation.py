@@ -44,3 +44,18 @@ def test_a_design_tied_with_the_best_counts_among_them():
     predicted[-1] = 0.0  # the model prefers the other of the tied pair
     metrics = design_choice_metrics(target, predicted, np.array(["A"] * 100))
     assert metrics == {"top_design_shortfall": 0.0, "top_percent_recall": 1.0}
+
+
+def test_an_ensemble_draws_a_training_curve_per_member():
+    from hydraopt.surrogate_evaluation import training_curves
+
+    def epochs(n, member=None):
+        extra = {} if member is None else {"member": member}
+        return [{"epoch": e, "train_loss": 1.0, "validation_loss": 1.0, **extra} for e in range(n)]
+
+    curves = training_curves({"hydrabert/morgan": epochs(3, 1) + epochs(2, 2), "one": epochs(4)})
+    assert {label: len(records) for label, records in curves.items()} == {
+        "hydrabert/morgan, member 1": 3,
+        "hydrabert/morgan, member 2": 2,
+        "one": 4,
+    }

@@ -153,6 +153,15 @@ class HydraBertSettings(PluginSettings):
             "and judge, choose and save the average instead of the last weights (0: off)."
         ),
     )
+    ensemble_members: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Networks trained alike, each from its own seed (the training's seed + 0, 1, "
+            "...); predictions average them and their disagreement joins the uncertainty "
+            "(a deep ensemble)."
+        ),
+    )
     patience: int = Field(
         3, ge=1, description="Stop after this many epochs without a better validation loss."
     )

@@ -4,7 +4,7 @@ torch tensors for the agents that call it thousands of times per second (Stage 2
 A regression output's standard deviation combines the heteroscedastic head's predicted
 variance with the spread of the MC-dropout means, times the factor calibrated on the
 validation patients; a label's probability is the mean of its Platt-scaled draws, and its
-spread theirs.
+spread theirs. An ensemble's members are draws too: their means' spread is their disagreement.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ ROWS_PER_BLOCK = 4096
 
 
 class HydraBertScorer:
-    """The fitted network in evaluation mode, dropout off (the heteroscedastic variance and
-    the calibration give each prediction its spread), on the surrogate's device, with the
-    polymers' embeddings computed once.
+    """The fitted network in evaluation mode, dropout off (the heteroscedastic variance, an
+    ensemble's disagreement and the calibration give each prediction its spread), on the
+    surrogate's device, with the polymers' embeddings computed once. An ensemble's members
+    each score every row, at as many times the cost.
 
     With the MLP fusion, the fusion's first layer is split by what its inputs depend on: the
     adapted polymer embedding and the category embedding are fixed per polymer, so their
@@ -76,28 +77,26 @@ class HydraBertScorer:
 
     def __init__(
         self,
-        network: HydraBertNetwork,
+        networks: Sequence[HydraBertNetwork],
         heads: Mapping[str, HeadSettings],
         meta: Mapping[str, Any],
         outputs: tuple[OutputSpec, ...],
         polymers: Sequence[PolymerInput],
-        embeddings: np.ndarray,
+        embeddings: Sequence[np.ndarray],
         device: torch.device,
         dtype: torch.dtype | None,
     ) -> None:
+        """``networks``: the ensemble's members (one network, most often); ``embeddings``:
+        each member's fingerprints of ``polymers``."""
         self.outputs = outputs
         self.device = device
-        self._network = network.eval()
         self._heads, self._meta, self._dtype = dict(heads), meta, dtype
-        # In evaluation mode the adapted polymer embeddings and the category embeddings are
-        # fixed: computed once per polymer here, gathered per row in every call.
-        with torch.inference_mode():
-            embedding = torch.from_numpy(embeddings).to(device)
-            category = torch.tensor([p.category_index for p in polymers], device=device)
-            adapter = self._network.adapter
-            self._smiles = None if adapter is None else adapter(embedding).float()
-            self._category = self._network.category(category).float()
-            self._fold = _FoldedFirstLayer.of(self._network, self._smiles, self._category)
+        category = torch.tensor([p.category_index for p in polymers], device=device)
+        self._members = [
+            _FrozenMember(network, torch.from_numpy(embedding).to(device), category)
+            for network, embedding in zip(networks, embeddings, strict=True)
+        ]
+        self._network = self._members[0].network
         scaler = meta["features"]
         self._mean = torch.tensor(scaler["mean"], dtype=torch.float32, device=device)
         self._std = torch.tensor(scaler["std"], dtype=torch.float32, device=device)
@@ -154,28 +153,51 @@ class HydraBertScorer:
         with context:
             polymer = polymer_index.to(self.device)
             scaled = self._scaled(features.to(self.device, torch.float32))
-            if self._fold is not None:
-                shared = self._fold(self._network.encode_properties(scaled), polymer)
-                out = {name: self._network.heads[name](shared) for name in heads}
-            else:
-                out = self._network.from_parts(
-                    scaled,
-                    None if self._smiles is None else self._smiles[polymer],
-                    self._category[polymer],
-                    heads,
-                )
-        return summarise([out], heads, self._network, self._meta)
+            out = [member(scaled, polymer, heads) for member in self._members]
+        return summarise(out, heads, self._network, self._meta)
 
     @torch.inference_mode()
     def patient_encoding(self, patient_features: torch.Tensor) -> torch.Tensor:
         """The property encoder's output for the patients with every design feature at its
-        training mean (scaled 0): what the surrogate makes of the patient alone."""
+        training mean (scaled 0): what the surrogate makes of the patient alone (an
+        ensemble's first member: each member encodes in its own coordinates)."""
         n = len(patient_features)
         scaled = torch.zeros((n, len(DATASET_FEATURE_NAMES)), device=self.device)
         columns = [DATASET_FEATURE_NAMES.index(f.name) for f in PATIENT_FEATURES]
         raw = patient_features.to(self.device, torch.float32)
         scaled[:, columns] = (raw - self._mean[columns]) / self._std[columns]
         return self._network.encode_properties(scaled).float()
+
+
+class _FrozenMember:
+    """One network of the scorer, with what is fixed per polymer computed once: in
+    evaluation mode the adapted polymer embeddings and the category embeddings, gathered per
+    row in every call, and the fold of the fusion's first layer."""
+
+    def __init__(
+        self, network: HydraBertNetwork, embedding: torch.Tensor, category: torch.Tensor
+    ) -> None:
+        self.network = network.eval()
+        with torch.inference_mode():
+            adapter = network.adapter
+            self._smiles = None if adapter is None else adapter(embedding).float()
+            self._category = network.category(category).float()
+            self._fold = _FoldedFirstLayer.of(network, self._smiles, self._category)
+
+    def __call__(
+        self, scaled: torch.Tensor, polymer: torch.Tensor, heads: Mapping[str, HeadSettings]
+    ) -> dict[str, torch.Tensor]:
+        """The named heads' raw outputs for scaled features and polymer positions."""
+        network = self.network
+        if self._fold is not None:
+            shared = self._fold(network.encode_properties(scaled), polymer)
+            return {name: network.heads[name](shared) for name in heads}
+        return network.from_parts(
+            scaled,
+            None if self._smiles is None else self._smiles[polymer],
+            self._category[polymer],
+            heads,
+        )
 
 
 class _FoldedFirstLayer:

@@ -5,6 +5,10 @@ Predictions carry two kinds of uncertainty: the heteroscedastic heads' predicted
 regression output's standard deviation is sqrt(mean of the predicted variances + variance of
 the sampled means). A classification output's prediction is the mean sampled probability and
 its standard deviation the samples' spread.
+
+With ``ensemble_members`` above 1 the surrogate is a deep ensemble (Lakshminarayanan et al.
+2017): that many networks trained alike from their own seeds, whose samples pool into one
+mixture, so that their disagreement is part of the epistemic spread.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+import safetensors
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
@@ -57,8 +62,11 @@ FORMAT = "hydraopt-hydrabert/1"
 # Settings that change how predictions are computed, not the fitted model: a saved surrogate
 # loads with other values of them (fewer MC samples for screening millions, say).
 INFERENCE_SETTINGS = ("mc_samples", "predict_batch_size", "device", "threads", "precision")
+# Settings that leave each ensemble member's training as it is: a checkpoint of a member
+# resumes whatever the number of members (an ensemble grows without retraining).
+MEMBER_INDEPENDENT_SETTINGS = ("ensemble_members",)
 METADATA = "surrogate.json"
-WEIGHTS = "model.safetensors"
+WEIGHTS = "model.safetensors"  # the first member's; member k's (from 2) in model-k.safetensors
 
 
 class HydraBertSurrogate:
@@ -68,10 +76,12 @@ class HydraBertSurrogate:
         self.device = pick_device(settings.device)
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        self._model: LossModel | None = None
+        # The ensemble's members (one network unless ensemble_members says more).
+        self._members: list[LossModel] = []
         self._encoder: Encoder | None = None
         self._meta: dict[str, Any] = {}
-        self._embedding_cache: dict[str, np.ndarray] = {}
+        # Fingerprints by (member, PSMILES): with LoRA each member adapts its own encoder.
+        self._embedding_cache: dict[tuple[int, str], np.ndarray] = {}
 
     # ---- training ---------------------------------------------------------------------------
 
@@ -112,36 +122,49 @@ class HydraBertSurrogate:
             "domain": _domain_json(SurrogateDomain.of(train_data)),
         }
         self.outputs = tuple(train_data.spec(name) for name in self.settings.heads)
-        torch.manual_seed(seed % TORCH_SEED_RANGE)  # the initial weights
         polymers = (*train_data.inputs.polymers, *validation.inputs.polymers)
-        self._build(list(dict.fromkeys(p.psmiles for p in polymers)))
-        assert self._model is not None
-        rows_train = self._rows(train_data)
-        if self._model.network.numeric_embedding is not None:
-            self._model.network.numeric_embedding.fit_range(rows_train.features)
-        rows_validation = self._rows(validation)
+        psmiles = list(dict.fromkeys(p.psmiles for p in polymers))
+        rows_train = self._rows(train_data, psmiles)
+        rows_validation = self._rows(validation, psmiles)
         # The resolved precision too: 'auto' means bf16 on one CPU and fp32 on another, and
         # a checkpoint is resumed only by a training that computes as it did.
         identity = hashlib.sha256(
-            json.dumps(self._meta, sort_keys=True).encode()
+            json.dumps(_member_meta(self._meta), sort_keys=True).encode()
             + _data_digest(train_data).encode()
             + _data_digest(validation).encode()
             + str(autocast_dtype(self.device, self.settings.precision)).encode()
         ).hexdigest()
-        history = train(
-            self._model,
-            rows_train,
-            rows_validation,
-            self.settings,
-            seed,
-            workdir,
-            identity,
-            report or (lambda line: None),
-        )
-        self._meta["history"] = history
+        say = report or (lambda line: None)
+        count = self.settings.ensemble_members
+        self._members, histories = [], []
+        for member in range(count):
+            torch.manual_seed(_member_seed(seed, member))  # the initial weights
+            model = self._build(psmiles)
+            if model.network.numeric_embedding is not None:
+                model.network.numeric_embedding.fit_range(rows_train.features)
+            folder = workdir if member == 0 else workdir / f"member-{member + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            prefix = f"member {member + 1}/{count}: " if count > 1 else ""
+            histories.append(
+                train(
+                    model,
+                    rows_train,
+                    rows_validation,
+                    self.settings,
+                    _member_seed(seed, member),
+                    folder,
+                    identity if member == 0 else f"{identity}/member-{member + 1}",
+                    lambda line, prefix=prefix: say(prefix + line),
+                )
+            )
+            self._members.append(model)
+        self._meta["history"] = _joined_histories(histories)
         self._meta["std_scale"], self._meta["platt"] = self._calibration(validation)
-        best = min(history, key=lambda h: h["validation_loss"])
-        return {"validation_loss": best["validation_loss"], "epochs": float(len(history))}
+        best = [min(h["validation_loss"] for h in history) for history in histories]
+        return {
+            "validation_loss": float(np.mean(best)),
+            "epochs": float(np.mean([len(history) for history in histories])),
+        }
 
     def _calibration(
         self, validation: TrainingData
@@ -190,6 +213,7 @@ class HydraBertSurrogate:
 
     @property
     def history(self) -> list[dict[str, Any]]:
+        """Each epoch's losses; in an ensemble each record names its ``member`` (from 1)."""
         return list(self._meta.get("history", []))
 
     def _check_heads(self, data: TrainingData) -> None:
@@ -207,9 +231,10 @@ class HydraBertSurrogate:
                     f"{name!r} has shape {shape}"
                 )
 
-    def _build(self, psmiles: list[str]) -> None:
-        """The network, task weighting and polymer embedding over ``psmiles`` (the distinct
-        repeat units that training rows refer to)."""
+    def _build(self, psmiles: list[str]) -> LossModel:
+        """A member: the network, task weighting and polymer embedding over ``psmiles`` (the
+        distinct repeat units that training rows refer to), initialised from torch's
+        generator."""
         assert self._encoder is not None
         steps = {
             spec["name"]: int(spec["shape"][0]) if spec["shape"] else 1
@@ -229,7 +254,7 @@ class HydraBertSurrogate:
         weighting = TaskWeighting(
             self.settings.heads, self.settings.task_weighting == "uncertainty"
         )
-        self._model = LossModel(
+        return LossModel(
             network, embedding, weighting, self.settings.heads, beta, self._meta["pos_weight"]
         ).to(self.device)
 
@@ -238,8 +263,8 @@ class HydraBertSurrogate:
         logged = log_features(features, frozenset(self._meta["log10_features"]))
         return Standardiser.from_json(self._meta["features"]).forward(logged)
 
-    def _rows(self, data: TrainingData) -> Rows:
-        """Scaled tensors on the device; an embedding table is indexed by polymer."""
+    def _rows(self, data: TrainingData, psmiles: list[str]) -> Rows:
+        """Scaled tensors on the device; polymers index ``psmiles``, the embedding's list."""
         features = self._scaled_features(data.inputs.features)
         targets: dict[str, torch.Tensor] = {}
         valid: dict[str, torch.Tensor] = {}
@@ -252,7 +277,7 @@ class HydraBertSurrogate:
             valid[name] = torch.from_numpy(finite)
         return Rows(
             features=torch.from_numpy(features.astype(np.float32)),
-            polymer=torch.from_numpy(self._embedding_rows(data.inputs)),
+            polymer=torch.from_numpy(_embedding_rows(data.inputs, psmiles)),
             category=torch.tensor([p.category_index for p in data.inputs.polymers])[
                 torch.from_numpy(data.inputs.polymer_index.astype(np.int64))
             ],
@@ -260,21 +285,15 @@ class HydraBertSurrogate:
             valid=valid,
         ).to(self.device)
 
-    def _embedding_rows(self, inputs: SurrogateInputs) -> np.ndarray:
-        """Each row's polymer as its row in the embedding's PSMILES list."""
-        assert self._model is not None
-        position = {s: i for i, s in enumerate(self._model.embedding.psmiles)}
-        of_polymer = np.array([position[p.psmiles] for p in inputs.polymers], dtype=np.int64)
-        return of_polymer[inputs.polymer_index]
-
     # ---- persistence ------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        if self._model is None:
+        if not self._members:
             raise RuntimeError("save() before fit() or load()")
-        state = {k: v.contiguous() for k, v in self._model.state_dict().items()}
-        state.pop("embedding.frozen", None)  # recomputed from the encoder on load
-        save_file({k: v.cpu() for k, v in state.items()}, str(directory / WEIGHTS))
+        for member, model in enumerate(self._members):
+            state = {k: v.contiguous().cpu() for k, v in model.state_dict().items()}
+            state.pop("embedding.frozen", None)  # recomputed from the encoder on load
+            save_file(state, str(directory / _weights_file(member)))
         (directory / METADATA).write_text(json.dumps(self._meta, indent=1, sort_keys=True))
 
     def load(self, directory: Path, encoder: Encoder) -> None:
@@ -298,24 +317,34 @@ class HydraBertSurrogate:
             )
         self._meta, self._encoder, self._embedding_cache = meta, encoder, {}
         self.outputs = tuple(_spec_from_json(s) for s in meta["outputs"])
-        self._build([])
-        assert self._model is not None
-        weights = load_file(str(directory / WEIGHTS), device=str(self.device))
-        missing, unexpected = self._model.load_state_dict(weights, strict=False)
-        if unexpected or [k for k in missing if k != "embedding.frozen"]:
-            raise ValueError(f"{directory / WEIGHTS}: weights do not match the network")
+        self._members = []
+        for member in range(self.settings.ensemble_members):
+            model = self._build([])
+            path = directory / _weights_file(member)
+            try:
+                weights = load_file(str(path), device=str(self.device))
+            except (OSError, safetensors.SafetensorError) as exc:
+                self._members = []
+                raise ValueError(f"{path}: cannot read this member's weights ({exc})") from None
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            if unexpected or [k for k in missing if k != "embedding.frozen"]:
+                self._members = []
+                raise ValueError(f"{path}: weights do not match the network")
+            self._members.append(model)
 
     # ---- prediction -------------------------------------------------------------------------
 
     def predict(self, inputs: SurrogateInputs) -> Predictions:
-        if self._model is None or self._encoder is None:
+        if not self._members or self._encoder is None:
             raise RuntimeError("predict() before fit() or load()")
-        model = self._model
         features = torch.from_numpy(self._scaled_features(inputs.features).astype(np.float32))
         # Polymers in PSMILES order, whatever order the inputs list them in.
         distinct = sorted({p.psmiles for p in inputs.polymers})
         position = np.array([distinct.index(p.psmiles) for p in inputs.polymers], dtype=np.int64)
-        embedding = torch.from_numpy(self._embeddings(distinct))
+        embeddings = [
+            torch.from_numpy(self._embeddings(member, distinct))
+            for member in range(len(self._members))
+        ]
         polymer = torch.from_numpy(position[inputs.polymer_index])
         category = torch.from_numpy(
             np.array([p.category_index for p in inputs.polymers], dtype=np.int64)[
@@ -324,23 +353,37 @@ class HydraBertSurrogate:
         )
         samples = self.settings.mc_samples
         dtype = autocast_dtype(self.device, self.settings.precision)
-        model.eval()
         # MC dropout as sampled networks: each draw's masks are fixed by the seed, so a row's
-        # prediction depends neither on the other rows nor on how they are chunked.
-        sampler = SampledNetworks(model.network, self._meta["seed"] % TORCH_SEED_RANGE)
+        # prediction depends neither on the other rows nor on how they are chunked. An
+        # ensemble's members' draws pool into one mixture.
+        samplers = [
+            SampledNetworks(model.eval().network, _member_seed(self._meta["seed"], member))
+            for member, model in enumerate(self._members)
+        ]
         parts: dict[str, list[np.ndarray]] = {}
         spreads: dict[str, list[np.ndarray]] = {}
-        with torch.no_grad(), sampler.active() if samples > 1 else nullcontext():
+        with torch.no_grad(), ExitStack() as sampling:
+            if samples > 1:
+                for sampler in samplers:
+                    sampling.enter_context(sampler.active())
             for start in range(0, len(inputs), self.settings.predict_batch_size):
                 rows = slice(start, start + self.settings.predict_batch_size)
                 draws = []
-                for draw in range(samples):
-                    sampler.draw = draw
-                    draws.append(
-                        self._forward(
-                            model, features[rows], embedding, polymer[rows], category[rows], dtype
+                for model, sampler, embedding in zip(
+                    self._members, samplers, embeddings, strict=True
+                ):
+                    for draw in range(samples):
+                        sampler.draw = draw
+                        draws.append(
+                            self._forward(
+                                model,
+                                features[rows],
+                                embedding,
+                                polymer[rows],
+                                category[rows],
+                                dtype,
+                            )
                         )
-                    )
                 for name, (mean, std) in self._summarise(draws).items():
                     parts.setdefault(name, []).append(mean)
                     spreads.setdefault(name, []).append(std)
@@ -348,23 +391,27 @@ class HydraBertSurrogate:
         std = {name: _joined(spreads.get(name), len(inputs), spec) for name, spec in self._named()}
         return Predictions(Outcomes(self.outputs, values), std)
 
-    def _embeddings(self, psmiles: list[str]) -> np.ndarray:
-        """Encoder fingerprints, computed once per PSMILES: the trained weights are fixed."""
+    def _embeddings(self, member: int, psmiles: list[str]) -> np.ndarray:
+        """Member ``member``'s encoder fingerprints, computed once per PSMILES: the trained
+        weights are fixed. A frozen encoder's are shared by every member."""
         assert self._encoder is not None
-        missing = [s for s in dict.fromkeys(psmiles) if s not in self._embedding_cache]
+        key = member if self._members[member].embedding.encoder is not None else -1
+        cache = self._embedding_cache
+        missing = [s for s in dict.fromkeys(psmiles) if (key, s) not in cache]
         if missing:
-            self._embedding_cache.update(zip(missing, self._encode(missing), strict=True))
+            encoded = self._encode(member, missing)
+            cache.update(((key, s), e) for s, e in zip(missing, encoded, strict=True))
         width = self._meta["embedding_dim"]
         out = np.zeros((len(psmiles), width), dtype=np.float32)
         for row, smiles in enumerate(psmiles):
-            out[row] = self._embedding_cache[smiles]
+            out[row] = cache[key, smiles]
         return out
 
-    def _encode(self, psmiles: list[str]) -> np.ndarray:
-        """Fingerprints from this surrogate's own trained encoder module (LoRA adapters) where
+    def _encode(self, member: int, psmiles: list[str]) -> np.ndarray:
+        """Fingerprints from the member's own trained encoder module (LoRA adapters) where
         it has one, in evaluation mode; else the encoder's frozen ones."""
-        assert self._model is not None and self._encoder is not None
-        module = self._model.embedding.encoder
+        assert self._encoder is not None
+        module = self._members[member].embedding.encoder
         if module is None:
             return self._encoder.encode(psmiles)
         return module_fingerprints(module, psmiles)
@@ -387,21 +434,21 @@ class HydraBertSurrogate:
 
     def _summarise(self, draws: list[dict[str, torch.Tensor]]) -> dict[str, tuple[Any, Any]]:
         """Per output, the prediction and its standard deviation in the output's unit."""
-        assert self._model is not None
-        summary = summarise(draws, self.settings.heads, self._model.network, self._meta)
+        summary = summarise(draws, self.settings.heads, self._members[0].network, self._meta)
         return {name: (mean.numpy(), std.numpy()) for name, (mean, std) in summary.items()}
 
     # ---- for agents: the frozen surrogate on tensors, and what it was trained on -----------
 
     def tensor_scorer(self, polymers: Sequence[PolymerInput]) -> HydraBertScorer:
-        """The fitted network as a function on tensors over ``polymers`` (indexed by
-        position), their embeddings computed once."""
-        if self._model is None:
+        """The fitted network (every member of an ensemble) as a function on tensors over
+        ``polymers`` (indexed by position), their embeddings computed once."""
+        if not self._members:
             raise RuntimeError("tensor_scorer() before fit() or load()")
-        embeddings = self._embeddings([p.psmiles for p in polymers])
+        psmiles = [p.psmiles for p in polymers]
+        embeddings = [self._embeddings(member, psmiles) for member in range(len(self._members))]
         dtype = autocast_dtype(self.device, self.settings.precision)
         return HydraBertScorer(
-            self._model.network,
+            [model.network for model in self._members],
             self.settings.heads,
             self._meta,
             self.outputs,
@@ -431,6 +478,42 @@ def _trained_settings(saved: Mapping[str, Any]) -> dict[str, Any] | None:
     except ValidationError:
         return None
     return settings.model_dump(mode="json", exclude=set(INFERENCE_SETTINGS))
+
+
+def _member_seed(seed: int, member: int) -> int:
+    """Member ``member``'s seed: the training's seed for the first, the next ones after."""
+    return (seed + member) % TORCH_SEED_RANGE
+
+
+def _member_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a member's training depends on: the metadata less the ensemble's size."""
+    settings = {k: v for k, v in meta["settings"].items() if k not in MEMBER_INDEPENDENT_SETTINGS}
+    return {**meta, "settings": settings}
+
+
+def _joined_histories(histories: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One member's history as it is; several members' one after another, each record
+    naming its member (from 1)."""
+    if len(histories) == 1:
+        return histories[0]
+    return [
+        {"member": member, **record}
+        for member, history in enumerate(histories, start=1)
+        for record in history
+    ]
+
+
+def _weights_file(member: int) -> str:
+    """Member ``member``'s (from 0) weights: the first's as a lone network's, then
+    model-2.safetensors and on."""
+    return WEIGHTS if member == 0 else f"model-{member + 1}.safetensors"
+
+
+def _embedding_rows(inputs: SurrogateInputs, psmiles: list[str]) -> np.ndarray:
+    """Each row's polymer as its position in ``psmiles``."""
+    position = {s: i for i, s in enumerate(psmiles)}
+    of_polymer = np.array([position[p.psmiles] for p in inputs.polymers], dtype=np.int64)
+    return of_polymer[inputs.polymer_index]
 
 
 def _domain_json(domain: SurrogateDomain) -> dict[str, Any]:
