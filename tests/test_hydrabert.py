@@ -779,3 +779,34 @@ def test_an_ensemble_pools_members_trained_from_their_own_seeds_and_resumes_memb
     assert lines[0].startswith("member 1/2: resuming after epoch 3")
     assert any(line.startswith("member 2/2: resuming after epoch 1") for line in lines)
     np.testing.assert_array_equal(resumed.predict(test.inputs)[name], pooled[name])
+
+
+def test_with_lora_each_member_of_an_ensemble_adapts_its_own_encoder(
+    data, tmp_path, polybert_folder
+):
+    import torch
+
+    train, validation, test = (d.take(slice(0, 200)) for d in data)
+    kwargs = {"epochs": 1, "mc_samples": 1, "precision": "fp32", "ensemble_members": 2}
+    ensemble = surrogate(**kwargs)
+    ensemble.fit(train, validation, polybert(polybert_folder), tmp_path / "fit", seed=5)
+    first, second = (m.embedding.encoder for m in ensemble._members)
+    assert first is not second
+    adapters = [
+        {k: v for k, v in module.state_dict().items() if "lora_A" in k}
+        for module in (first, second)
+    ]
+    assert adapters[0].keys() == adapters[1].keys() and adapters[0]
+    assert any(not torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    psmiles = [p.psmiles for p in POLYMERS]
+    assert not np.allclose(ensemble._embeddings(0, psmiles), ensemble._embeddings(1, psmiles))
+    (tmp_path / "saved").mkdir()
+    ensemble.save(tmp_path / "saved")
+    loaded = surrogate(**kwargs)
+    loaded.load(tmp_path / "saved", polybert(polybert_folder))
+    np.testing.assert_allclose(
+        loaded.predict(test.inputs)["delta_ef_pct"],
+        ensemble.predict(test.inputs)["delta_ef_pct"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
