@@ -8,10 +8,10 @@ on the same training rows. For every set of ``--set-size`` validation patients (
 test split has) it computes ΔEF R² of both models, and the coverage of the surrogate's 90%
 intervals when their scale is fitted on the other validation patients (the scale the train
 stage fits on the validation split, here refitted without the patient judged: leave one
-patient out). It prints per patient the mean error and the coverage, then over the sets the
-share that meets each target and the spread. It also tries a calibration with a
-patient-level term: a variance tau^2 (the mean square of the other patients' mean errors)
-added to the predicted one, and the scale refitted around it.
+patient out). It prints per patient the mean error, the RMSE of both models and the
+coverage, then over the sets the share that meets each target and the spread. It also tries
+a calibration with a patient-level term: a variance tau^2 (the mean square of the other
+patients' mean errors) added to the predicted one, and the scale refitted around it.
 """
 
 from __future__ import annotations
@@ -82,14 +82,23 @@ def main() -> None:
             factor = _factor_with_term(error[others], std[others], tau2, z90)
             with_term[output][held] = error[mine] <= z90 * np.sqrt((factor * std[mine]) ** 2 + tau2)
     y = np.asarray(validation.targets["delta_ef_pct"], dtype=float)
-    print(f"{len(patients)} validation patients; ΔEF mean error (predicted - simulated):")
+    print(
+        f"{len(patients)} validation patients: ΔEF R² {r2_score(y, predicted['delta_ef_pct']):.4f}"
+        f", gradient boosting {r2_score(y, boosted['delta_ef_pct']):.4f}; per patient the ΔEF "
+        "mean error (predicted - simulated) and RMSE:"
+    )
     for held in patients:
         mine = patient == held
         error = np.mean(predicted["delta_ef_pct"][mine] - y[mine])
+        rmse = _rmse(predicted["delta_ef_pct"][mine], y[mine])
+        boosted_rmse = _rmse(boosted["delta_ef_pct"][mine], y[mine])
         cover = ", ".join(
             f"{o} {covered[o][held].mean():.0%} ({with_term[o][held].mean():.0%})" for o in OUTPUTS
         )
-        print(f"  {held}: {error:+.3f} %-points; leave-one-out 90% coverage {cover}")
+        print(
+            f"  {held}: {error:+.3f} %-points, RMSE {rmse:.3f} (gradient boosting "
+            f"{boosted_rmse:.3f}); leave-one-out 90% coverage {cover}"
+        )
     print("  (in brackets: with the patient-level term)")
     for output in OUTPUTS:
         pooled = np.concatenate(list(covered[output].values())).mean()
@@ -126,6 +135,10 @@ def main() -> None:
         values = np.array(coverage_term[output])
         inside = np.mean((values >= 0.85) & (values <= 0.95))
         print(f"    with the patient-level term: {_spread(values)}; in 85-95% in {inside:.0%}")
+
+
+def _rmse(predicted: np.ndarray, target: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predicted - target) ** 2)))
 
 
 def _factor_with_term(error: np.ndarray, std: np.ndarray, tau2: float, z: float) -> float:
