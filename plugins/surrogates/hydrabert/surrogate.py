@@ -317,20 +317,20 @@ class HydraBertSurrogate:
             )
         self._meta, self._encoder, self._embedding_cache = meta, encoder, {}
         self.outputs = tuple(_spec_from_json(s) for s in meta["outputs"])
-        self._members = []
+        self._members = []  # unusable until every member's weights have loaded
+        members = []
         for member in range(self.settings.ensemble_members):
             model = self._build([])
             path = directory / _weights_file(member)
             try:
                 weights = load_file(str(path), device=str(self.device))
             except (OSError, safetensors.SafetensorError) as exc:
-                self._members = []
                 raise ValueError(f"{path}: cannot read this member's weights ({exc})") from None
             missing, unexpected = model.load_state_dict(weights, strict=False)
             if unexpected or [k for k in missing if k != "embedding.frozen"]:
-                self._members = []
                 raise ValueError(f"{path}: weights do not match the network")
-            self._members.append(model)
+            members.append(model)
+        self._members = members
 
     # ---- prediction -------------------------------------------------------------------------
 
@@ -356,8 +356,10 @@ class HydraBertSurrogate:
         # MC dropout as sampled networks: each draw's masks are fixed by the seed, so a row's
         # prediction depends neither on the other rows nor on how they are chunked. An
         # ensemble's members' draws pool into one mixture.
+        for model in self._members:
+            model.eval()
         samplers = [
-            SampledNetworks(model.eval().network, _member_seed(self._meta["seed"], member))
+            SampledNetworks(model.network, _member_seed(self._meta["seed"], member))
             for member, model in enumerate(self._members)
         ]
         parts: dict[str, list[np.ndarray]] = {}
